@@ -1,0 +1,158 @@
+"""Per-request aggregation: histograms and counters by model and tenant, with bounded label values. Pure."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from exporter import catalog
+from exporter.records import OTHER, UNKNOWN, RequestSpan
+
+RESERVED_LABEL_VALUES = frozenset({UNKNOWN, OTHER})
+
+
+@dataclass(slots=True)
+class Exemplar:
+    """The latest observation in a bucket, with the trace that produced it."""
+
+    trace_id: bytes
+    value: float
+    timestamp_s: float
+
+
+class Histogram:
+    """Non-cumulative bucket counts, a sum and one exemplar per bucket (the last bucket is +Inf)."""
+
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.exemplars: list[Exemplar | None] = [None] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float, trace_id: bytes, timestamp_s: float) -> None:
+        """Count `value` in the first bucket whose upper bound is >= value (Prometheus `le` semantics)."""
+        i = bisect_left(self.bounds, value)
+        self.counts[i] += 1
+        self.sum += value
+        self.exemplars[i] = Exemplar(trace_id, value, timestamp_s)
+
+    @property
+    def count(self) -> int:
+        """Number of observations."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        """Cumulative counts per bucket, +Inf last."""
+        total, out = 0, []
+        for c in self.counts:
+            total += c
+            out.append(total)
+        return out
+
+
+@dataclass(slots=True)
+class RequestSeries:
+    """Everything observed for one (model, tenant)."""
+
+    histograms: dict[str, Histogram]
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
+class LabelCap:
+    """Bounded set of distinct label values; past the cap new values become `other`."""
+
+    cap: int
+    seen: set[str] = field(default_factory=set)
+    overflowed: int = 0
+
+    def admit(self, value: str) -> str:
+        """The value to use as a label: itself if already seen or room remains, else `other`."""
+        if value in self.seen or value in RESERVED_LABEL_VALUES:
+            return value
+        if len(self.seen) < self.cap:
+            self.seen.add(value)
+            return value
+        self.overflowed += 1
+        return OTHER
+
+
+class RequestAggregator:
+    """Turns resolved request spans into the per-request metrics of the catalog."""
+
+    def __init__(
+        self,
+        buckets: Mapping[str, Sequence[float]] | None = None,
+        tenant_cap: int = 200,
+        model_cap: int = 64,
+    ) -> None:
+        given = buckets or {}
+        self.buckets: dict[str, tuple[float, ...]] = {
+            spec.name: tuple(given.get(spec.name, spec.default_buckets)) for spec in catalog.LATENCY_HISTOGRAMS
+        }
+        self.series: dict[tuple[str, str], RequestSeries] = {}
+        self.models = LabelCap(model_cap)
+        self.tenant_cap = tenant_cap
+        self.tenants: dict[str, LabelCap] = {}
+
+    def _series(self, model: str, tenant: str) -> RequestSeries:
+        key = (model, tenant)
+        series = self.series.get(key)
+        if series is None:
+            model = self.models.admit(model)
+            cap = self.tenants.get(model)
+            if cap is None:
+                cap = self.tenants[model] = LabelCap(self.tenant_cap)
+            tenant = cap.admit(tenant)
+            key = (model, tenant)
+            series = self.series.get(key)
+            if series is None:
+                series = RequestSeries({name: Histogram(b) for name, b in self.buckets.items()})
+                self.series[key] = series
+        return series
+
+    def observe(self, span: RequestSpan, tenant: str) -> None:
+        """Count one finished sequence under its model and tenant."""
+        series = self._series(span.model, tenant)
+        series.requests += 1
+        series.input_tokens += span.prompt_tokens
+        series.output_tokens += span.completion_tokens
+        h = series.histograms
+        trace_id = span.trace_id
+        ts = span.end_time_ns / 1e9
+        h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
+        h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
+        h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
+        h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
+        h[catalog.E2E.name].observe(span.e2e_s, trace_id, ts)
+        tpot = span.tpot_s
+        if tpot is not None:
+            h[catalog.TPOT.name].observe(tpot, trace_id, ts)
+
+    @property
+    def overflow(self) -> dict[str, int]:
+        """How many requests had a model or tenant folded into `other`."""
+        return {"model": self.models.overflowed, "tenant": sum(c.overflowed for c in self.tenants.values())}
+
+
+class Deduplicator:
+    """Remembers the identities of the last `capacity` spans, so a re-delivered span is counted once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def first_time(self, key: bytes) -> bool:
+        """True the first time `key` is seen (within the remembered window)."""
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return True

@@ -1,0 +1,300 @@
+"""Settings: one pydantic model; flags > env vars (LLM_TOKEN_EXPORTER_*) > YAML file > defaults."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporter import catalog
+
+ENV_PREFIX = "LLM_TOKEN_EXPORTER_"
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("file_values")
+
+
+class ConfigError(Exception):
+    """Invalid settings; the message names every problem."""
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"flag": name}
+
+
+def _buckets(spec: catalog.MetricSpec, short: str) -> Any:
+    return Field(
+        default=list(spec.default_buckets),
+        description=f"Bucket upper bounds (seconds, increasing) of {spec.name}.",
+        json_schema_extra=_flag(f"buckets.{short}"),
+    )
+
+
+FloatList = Annotated[list[float], NoDecode]
+StrList = Annotated[list[str], NoDecode]
+StrMap = Annotated[dict[str, str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of the exporter. Each has a flag, an env var and a YAML key (the field name)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    web_listen_address: str = Field(
+        "0.0.0.0:9842",
+        description="HOST:PORT serving /metrics, /healthz and /readyz.",
+        json_schema_extra=_flag("web.listen-address"),
+    )
+    otlp_grpc_listen_address: str = Field(
+        "0.0.0.0:4317",
+        description="HOST:PORT of the OTLP/gRPC trace receiver; empty to disable it.",
+        json_schema_extra=_flag("otlp.grpc.listen-address"),
+    )
+    otlp_http_listen_address: str = Field(
+        "0.0.0.0:4318",
+        description="HOST:PORT of the OTLP/HTTP trace receiver (POST /v1/traces); empty to disable it.",
+        json_schema_extra=_flag("otlp.http.listen-address"),
+    )
+    otlp_max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP export request accepted, after decompression (bytes); larger gets 413.",
+        json_schema_extra=_flag("otlp.max-body-bytes"),
+    )
+    otlp_max_span_attributes: int = Field(
+        256,
+        ge=16,
+        description="An llm_request span with more attributes than this is rejected.",
+        json_schema_extra=_flag("otlp.max-span-attributes"),
+    )
+    queue_capacity_spans: int = Field(
+        65_536,
+        ge=512,
+        description="Request spans the processing queue holds; past it batches are dropped and counted.",
+        json_schema_extra=_flag("queue.capacity-spans"),
+    )
+    dedup_capacity_spans: int = Field(
+        131_072,
+        ge=0,
+        description="How many recent span identities are remembered to count a re-delivered span once.",
+        json_schema_extra=_flag("dedup.capacity-spans"),
+    )
+    model_attribute: str = Field(
+        "service.name",
+        min_length=1,
+        description="Resource attribute of the sender that names the model (vLLM: OTEL_SERVICE_NAME).",
+        json_schema_extra=_flag("model.attribute"),
+    )
+    model_map: StrMap = Field(
+        default_factory=dict,
+        description="Map from that attribute's value to a model label: 'value=model,...' or a JSON object.",
+        json_schema_extra=_flag("model.map"),
+    )
+    model_cap: int = Field(
+        64,
+        ge=1,
+        description="Distinct model label values; past it new ones become 'other'.",
+        json_schema_extra=_flag("model.cap"),
+    )
+    tenant_attribute_keys: StrList = Field(
+        default_factory=lambda: ["tenant.id"],
+        description="Attribute keys that carry the tenant, looked up on the span, its resource, then the "
+        "caller's span in the same trace: comma-separated or a JSON list.",
+        json_schema_extra=_flag("tenant.attribute-keys"),
+    )
+    tenant_join_window_seconds: float = Field(
+        10.0,
+        ge=0.0,
+        le=600.0,
+        description="How long a request span waits for its caller's span to learn its tenant (0: no wait).",
+        json_schema_extra=_flag("tenant.join-window-seconds"),
+    )
+    tenant_cap: int = Field(
+        200,
+        ge=1,
+        description="Distinct tenant label values per model; past it new ones become 'other'.",
+        json_schema_extra=_flag("tenant.cap"),
+    )
+    buckets_ttft: FloatList = _buckets(catalog.TTFT, "ttft")
+    buckets_tpot: FloatList = _buckets(catalog.TPOT, "tpot")
+    buckets_queue: FloatList = _buckets(catalog.QUEUE, "queue")
+    buckets_prefill: FloatList = _buckets(catalog.PREFILL, "prefill")
+    buckets_decode: FloatList = _buckets(catalog.DECODE, "decode")
+    buckets_e2e: FloatList = _buckets(catalog.E2E, "e2e")
+    log_level: str = Field(
+        "info",
+        pattern=r"^(?i:debug|info|warning|error)$",
+        description="debug, info, warning or error.",
+        json_schema_extra=_flag("log.level"),
+    )
+
+    @field_validator("model_map", mode="before")
+    @classmethod
+    def _parse_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p for p in text.split(",") if p.strip()]
+            out: dict[str, str] = {}
+            for pair in pairs:
+                key, sep, mapped = pair.partition("=")
+                if not sep or not key.strip() or not mapped.strip():
+                    raise ValueError(f"expected 'value=model' pairs, got {pair!r}")
+                out[key.strip()] = mapped.strip()
+            return out
+        return value
+
+    @field_validator(
+        "tenant_attribute_keys",
+        "buckets_ttft",
+        "buckets_tpot",
+        "buckets_queue",
+        "buckets_prefill",
+        "buckets_decode",
+        "buckets_e2e",
+        mode="before",
+    )
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator(
+        "buckets_ttft", "buckets_tpot", "buckets_queue", "buckets_prefill", "buckets_decode", "buckets_e2e"
+    )
+    @classmethod
+    def _check_buckets(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one bucket")
+        if any(not math.isfinite(b) or b <= 0 for b in value):
+            raise ValueError("bucket bounds must be finite and > 0 (+Inf is implied)")
+        if any(b >= c for b, c in itertools.pairwise(value)):
+            raise ValueError("bucket bounds must be strictly increasing")
+        return value
+
+    @field_validator("web_listen_address", "otlp_grpc_listen_address", "otlp_http_listen_address")
+    @classmethod
+    def _check_address(cls, value: str, info: Any) -> str:
+        if value == "" and info.field_name != "web_listen_address":
+            return value
+        parse_address(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (passed as init kwargs) > env vars > the YAML file > defaults."""
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def histogram_buckets(self) -> dict[str, list[float]]:
+        """Bucket bounds by histogram metric name."""
+        return {
+            catalog.TTFT.name: self.buckets_ttft,
+            catalog.TPOT.name: self.buckets_tpot,
+            catalog.QUEUE.name: self.buckets_queue,
+            catalog.PREFILL.name: self.buckets_prefill,
+            catalog.DECODE.name: self.buckets_decode,
+            catalog.E2E.name: self.buckets_e2e,
+        }
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values read from the YAML config file by `load_settings`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_VALUES.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get({}))
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [::1]:PORT); raises ValueError with a readable message."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0..65535")
+    host = host.strip("[]")
+    return host or "0.0.0.0", port
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting."""
+    extra = Settings.model_fields[name].json_schema_extra
+    assert isinstance(extra, dict)
+    return f"--{extra['flag']}"
+
+
+def env_of(name: str) -> str:
+    """The environment variable of a setting."""
+    return ENV_PREFIX + name.upper()
+
+
+def load_settings(flags: dict[str, Any] | None = None, config_file: Path | None = None) -> Settings:
+    """Build the settings from flags, env vars, a YAML file and defaults; raise ConfigError naming every problem."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping of setting: value")
+        file_values = loaded
+    unknown = [
+        f"  - {key}: not a known setting (env var)"
+        for key in sorted(os.environ)
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    ]
+    token = _FILE_VALUES.set(file_values)
+    try:
+        settings = Settings(**(flags or {}))
+    except ValidationError as exc:
+        raise ConfigError("\n".join([_describe(exc), *unknown])) from None
+    finally:
+        _FILE_VALUES.reset(token)
+    if unknown:
+        raise ConfigError("\n".join(["invalid configuration:", *unknown]))
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = [f"invalid configuration ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''}):"]
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        if name in Settings.model_fields:
+            where = f"{name} ({flag_of(name)}, {env_of(name)})"
+        else:
+            where = f"{name} (unknown setting)"
+        message = error["msg"]
+        given = error.get("input")
+        if error["type"] == "extra_forbidden":
+            message = "not a known setting"
+        elif given is not None and not isinstance(given, dict):
+            message = f"{message} (got {given!r})"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)

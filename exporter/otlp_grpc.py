@@ -1,0 +1,60 @@
+"""OTLP/gRPC trace receiver: opentelemetry.proto.collector.trace.v1.TraceService/Export (grpc.aio)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_protobuf
+from exporter.otlp_ingest import ingest
+from exporter.pipeline import SpanPipeline
+
+log = logging.getLogger(__name__)
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+PROTOCOL = "grpc"
+
+
+class OtlpGrpcReceiver:
+    """Takes raw request bytes so an undecodable body gets INVALID_ARGUMENT, not an opaque internal error."""
+
+    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules) -> None:
+        self.pipeline = pipeline
+        self.rules = rules
+
+    async def export(self, body: bytes, context: Any) -> ExportTraceServiceResponse:
+        """Handle one Export call."""
+        try:
+            request = parse_protobuf(body)
+        except BodyDecodeError as exc:
+            self.pipeline.stats.batch_rejected(PROTOCOL, "decode_error")
+            log.info("OTLP/gRPC export refused (decode_error): %s", exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises
+        return ingest(request, self.rules, self.pipeline, PROTOCOL).response
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to add to a grpc.aio server."""
+        method = grpc.unary_unary_rpc_method_handler(
+            self.export,
+            request_deserializer=None,
+            response_serializer=ExportTraceServiceResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
+
+
+def server(receiver: OtlpGrpcReceiver, address: str, max_message_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server with the receiver bound to `address`; larger messages get RESOURCE_EXHAUSTED."""
+    srv = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    srv.add_generic_rpc_handlers((receiver.handler(),))
+    if srv.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    return srv

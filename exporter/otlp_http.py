@@ -1,0 +1,83 @@
+"""OTLP/HTTP trace receiver: POST /v1/traces, protobuf or JSON, gzip or not (aiohttp)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
+
+from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_json, parse_protobuf
+from exporter.otlp_ingest import BodyTooLarge, gunzip_limited, ingest
+from exporter.pipeline import SpanPipeline
+
+log = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+TRACES_PATH = "/v1/traces"
+PROTOCOL = "http"
+
+
+class OtlpHttpReceiver:
+    """aiohttp handler that decodes, validates and queues, then answers at once."""
+
+    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules, max_body_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.rules = rules
+        self.max_body_bytes = max_body_bytes
+
+    def app(self) -> web.Application:
+        """The aiohttp application serving POST /v1/traces."""
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_post(TRACES_PATH, self.handle)
+        return app
+
+    def _error(self, status: int, code: int, reason: str, message: str, content_type: str) -> web.Response:
+        self.pipeline.stats.batch_rejected(PROTOCOL, reason)
+        log.info("OTLP/HTTP export refused (%s): %s", reason, message)
+        body = status_pb2.Status(code=code, message=message)
+        if content_type == JSON:
+            return web.Response(status=status, text=json_format.MessageToJson(body), content_type=JSON)
+        return web.Response(status=status, body=body.SerializeToString(), content_type=PROTOBUF)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Handle one export request."""
+        content_type = request.content_type
+        if content_type not in (PROTOBUF, JSON):
+            return self._error(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                "unsupported_media_type",
+                f"unsupported Content-Type {content_type!r}: use {PROTOBUF} or {JSON}",
+                PROTOBUF,
+            )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("gzip", "identity", ""):
+            return self._error(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                "unsupported_encoding",
+                f"unsupported Content-Encoding {encoding!r}: use gzip or none",
+                content_type,
+            )
+        too_large = f"body exceeds the limit of {self.max_body_bytes} bytes"
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", too_large, content_type)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", too_large, content_type)
+        try:
+            if encoding == "gzip":
+                body = gunzip_limited(body, self.max_body_bytes)
+            decoded = parse_json(body) if content_type == JSON else parse_protobuf(body)
+        except BodyTooLarge as exc:
+            return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", str(exc), content_type)
+        except BodyDecodeError as exc:
+            return self._error(400, code_pb2.INVALID_ARGUMENT, "decode_error", str(exc), content_type)
+        result = ingest(decoded, self.rules, self.pipeline, PROTOCOL)
+        if content_type == JSON:
+            return web.Response(text=json_format.MessageToJson(result.response, indent=None), content_type=JSON)
+        return web.Response(body=result.response.SerializeToString(), content_type=PROTOBUF)

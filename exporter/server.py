@@ -1,0 +1,133 @@
+"""Wires settings into the running exporter: pipeline, receivers, /metrics; starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from exporter import otlp_grpc
+from exporter.collector import PipelineCollector
+from exporter.config import Settings, parse_address
+from exporter.otlp_decode import DecodeRules
+from exporter.otlp_http import OtlpHttpReceiver
+from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.web import metrics_app
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The exporter could not start (a port is busy, an address is wrong)."""
+
+
+def build_pipeline(settings: Settings) -> SpanPipeline:
+    """The span pipeline configured from settings."""
+    return SpanPipeline(
+        PipelineOptions(
+            queue_capacity_spans=settings.queue_capacity_spans,
+            tenant_join_window_s=settings.tenant_join_window_seconds,
+            tenant_cap=settings.tenant_cap,
+            model_cap=settings.model_cap,
+            dedup_capacity=settings.dedup_capacity_spans,
+            buckets=settings.histogram_buckets(),
+        )
+    )
+
+
+def decode_rules(settings: Settings) -> DecodeRules:
+    """How spans are read, from settings."""
+    return DecodeRules(
+        model_attribute=settings.model_attribute,
+        model_map=dict(settings.model_map),
+        tenant_keys=tuple(settings.tenant_attribute_keys),
+        max_attributes=settings.otlp_max_span_attributes,
+    )
+
+
+@dataclass
+class Exporter:
+    """The running exporter: start() binds every listener or raises StartupError; stop() drains and exits."""
+
+    settings: Settings
+    pipeline: SpanPipeline = field(init=False)
+    registry: CollectorRegistry = field(init=False)
+    _runners: list[web.AppRunner] = field(default_factory=list, init=False)
+    _grpc: grpc.aio.Server | None = field(default=None, init=False)
+    _ready: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = build_pipeline(self.settings)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(PipelineCollector(self.pipeline))
+
+    def readiness(self) -> str | None:
+        """None when every receiver is listening and the worker runs; else why not."""
+        if not self._ready:
+            return "starting"
+        if not self.pipeline.alive:
+            return "span pipeline worker stopped"
+        return None
+
+    async def _site(self, app: web.Application, address: str, what: str) -> None:
+        host, port = parse_address(address)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {address} for {what}: {exc.strerror or exc}") from exc
+        log.info("%s listening on %s", what, address)
+
+    async def start(self) -> None:
+        """Start the worker and bind every listener."""
+        s = self.settings
+        self.pipeline.start()
+        rules = decode_rules(s)
+        await self._site(metrics_app(self.registry, self.readiness), s.web_listen_address, "/metrics")
+        if s.otlp_http_listen_address:
+            receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes)
+            await self._site(receiver.app(), s.otlp_http_listen_address, "OTLP/HTTP")
+        if s.otlp_grpc_listen_address:
+            host, port = parse_address(s.otlp_grpc_listen_address)
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            try:
+                self._grpc = otlp_grpc.server(
+                    otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules), address, s.otlp_max_body_bytes
+                )
+            except (OSError, RuntimeError) as exc:
+                raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc
+            await self._grpc.start()
+            log.info("OTLP/gRPC listening on %s", s.otlp_grpc_listen_address)
+        self._ready = True
+
+    async def stop(self) -> None:
+        """Stop accepting, then drain the queue so nothing already acknowledged is lost."""
+        self._ready = False
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        waiting = self.pipeline.queue_depth
+        await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        log.info("stopped; drained %d queued request spans", waiting)
+
+
+async def run_until_signalled(exporter: Exporter, stop: asyncio.Event | None = None) -> None:
+    """Start the exporter, wait for SIGTERM/SIGINT (or `stop`), then stop it gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await exporter.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await exporter.stop()
