@@ -30,7 +30,8 @@ class OtlpHttpReceiver:
 
     def app(self) -> web.Application:
         """The aiohttp application serving POST /v1/traces."""
-        app = web.Application(client_max_size=self.max_body_bytes)
+        # Decompress ourselves, bounded by the limit: aiohttp would inflate a gzip bomb before we could refuse it.
+        app = web.Application(client_max_size=self.max_body_bytes, handler_args={"auto_decompress": False})
         app.router.add_post(TRACES_PATH, self.handle)
         return app
 

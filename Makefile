@@ -1,0 +1,46 @@
+# Quick start:  make demo   (run the exporter on its built-in demo)
+#               make test   (install what the tests need, then run them all)
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit lint bench install install-test clean
+
+$(BIN)/llm-token-exporter: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e . 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import exporter.cli"
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/llm-token-exporter
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import pytest, hypothesis, opentelemetry.sdk"
+	touch $@
+
+install: $(BIN)/llm-token-exporter
+
+install-test: $(VENV)/.test-deps
+	scripts/install-system-deps
+	scripts/setup-vllm-env
+
+demo: install
+	$(BIN)/llm-token-exporter demo
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check exporter tests benchmarks
+	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/mypy
+
+test: install-test lint
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+unit: $(VENV)/.test-deps
+	$(BIN)/pytest -ra -m "not integration" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
