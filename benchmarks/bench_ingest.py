@@ -402,7 +402,7 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def best(results: list[Result]) -> Result:
+def median_run(results: list[Result]) -> Result:
     """The repeat with the median throughput."""
     ordered = sorted(results, key=lambda r: r.spans_per_s)
     return ordered[(len(ordered) - 1) // 2]
@@ -437,7 +437,7 @@ def report(results: dict[tuple[str, str], list[Result]], protocols: Sequence[str
         ]
     ]
     for protocol in protocols:
-        ex, bare = best(results[("exporter", protocol)]), best(results[("bare", protocol)])
+        ex, bare = median_run(results[("exporter", protocol)]), median_run(results[("bare", protocol)])
         rows.append(
             [
                 "OTLP/HTTP (protobuf)" if protocol == "http" else "OTLP/gRPC",
@@ -498,7 +498,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bare-passes", type=int, default=5, help="times the bare receiver gets the timed batches (default 5)"
     )
-    p.add_argument("--repeat", type=int, default=1, help="runs per server and protocol; median reported")
+    p.add_argument("--repeat", type=int, default=3, help="runs per server and protocol, median shown (default 3)")
     p.add_argument("--protocols", default="http,grpc", help="comma-separated: http, grpc (default both)")
     p.add_argument("--count-timeout", type=float, default=60.0, help="seconds to wait for the count (default 60)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between /metrics polls")

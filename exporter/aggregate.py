@@ -6,6 +6,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from exporter import catalog
 from exporter.records import OTHER, UNKNOWN, RequestSpan
@@ -13,8 +14,7 @@ from exporter.records import OTHER, UNKNOWN, RequestSpan
 RESERVED_LABEL_VALUES = frozenset({UNKNOWN, OTHER})
 
 
-@dataclass(slots=True)
-class Exemplar:
+class Exemplar(NamedTuple):
     """The latest observation in a bucket, with the trace that produced it."""
 
     trace_id: bytes

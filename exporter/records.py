@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 UNKNOWN = "unknown"
 OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSpan:
-    """One vLLM `llm_request` span (one finished sequence), validated and flattened. Durations in seconds."""
+class RequestSpan(NamedTuple):
+    """One vLLM `llm_request` span (one finished sequence), validated and flattened. Durations in seconds.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and several times cheaper to build on the ingest
+    hot path (one per span).
+    """
 
     trace_id: bytes
     span_id: bytes
