@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -40,6 +40,20 @@ def _buckets(spec: catalog.MetricSpec, short: str) -> Any:
 FloatList = Annotated[list[float], NoDecode]
 StrList = Annotated[list[str], NoDecode]
 StrMap = Annotated[dict[str, str], NoDecode]
+
+
+class InstanceConfig(BaseModel):
+    """One statically configured vLLM server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", description="Base URL of the vLLM server, e.g. http://127.0.0.1:8000.")
+    model: str | None = Field(None, description="Model label; default: the model_name vLLM reports.")
+    gpus: list[str] = Field(default_factory=list, description="NVML GPU UUIDs or indexes it runs on.")
+    name: str | None = Field(None, description="Instance label; default: the URL's host:port.")
+
+
+InstanceList = Annotated[list[InstanceConfig], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -128,12 +142,112 @@ class Settings(BaseSettings):
     buckets_prefill: FloatList = _buckets(catalog.PREFILL, "prefill")
     buckets_decode: FloatList = _buckets(catalog.DECODE, "decode")
     buckets_e2e: FloatList = _buckets(catalog.E2E, "e2e")
+    engine_scrape_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How often each vLLM server's /metrics is scraped.",
+        json_schema_extra=_flag("engine.scrape-interval-seconds"),
+    )
+    engine_scrape_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Timeout of one vLLM /metrics scrape.",
+        json_schema_extra=_flag("engine.scrape-timeout-seconds"),
+    )
+    instances: InstanceList = Field(
+        default_factory=list,
+        description="Static vLLM instances (bare metal, tests): a JSON/YAML list of {url, model, gpus, name}; "
+        "url is the server's base URL (its /metrics is scraped), gpus NVML UUIDs or indexes.",
+        json_schema_extra=_flag("instances"),
+    )
+    topology_mode: str = Field(
+        "auto",
+        pattern=r"^(auto|static|kubernetes|processes)$",
+        description="How vLLM instances and their GPUs are found: static (the instances setting), kubernetes "
+        "(pods on this node + kubelet pod-resources), processes (NVML compute processes traced through /proc), "
+        "or auto (kubernetes when running in a cluster with a node name, static when instances are listed, "
+        "else processes).",
+        json_schema_extra=_flag("topology.mode"),
+    )
+    kubernetes_node_name: str = Field(
+        "",
+        description="This node's name (set from spec.nodeName through the downward API).",
+        json_schema_extra=_flag("kubernetes.node-name"),
+    )
+    kubernetes_api_url: str = Field(
+        "",
+        description="Kubernetes API server URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT).",
+        json_schema_extra=_flag("kubernetes.api-url"),
+    )
+    kubernetes_token_file: str = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        description="Service-account token file for the API server.",
+        json_schema_extra=_flag("kubernetes.token-file"),
+    )
+    kubernetes_ca_file: str = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        description="CA bundle that signs the API server's certificate.",
+        json_schema_extra=_flag("kubernetes.ca-file"),
+    )
+    kubernetes_pod_selector: str = Field(
+        "",
+        description="Label selector of the vLLM pods to watch on this node (empty: all pods on the node).",
+        json_schema_extra=_flag("kubernetes.pod-selector"),
+    )
+    kubernetes_metrics_port_name: str = Field(
+        "http",
+        description="Name of the container port serving vLLM's /metrics.",
+        json_schema_extra=_flag("kubernetes.metrics-port-name"),
+    )
+    kubernetes_metrics_port_annotation: str = Field(
+        "llm-token-exporter/port",
+        description="Pod annotation giving the metrics port number; wins over the named port.",
+        json_schema_extra=_flag("kubernetes.metrics-port-annotation"),
+    )
+    kubernetes_resync_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Full re-list period of the pod watch.",
+        json_schema_extra=_flag("kubernetes.resync-seconds"),
+    )
+    podresources_socket: str = Field(
+        "/var/lib/kubelet/pod-resources/kubelet.sock",
+        description="The kubelet PodResources API socket (GPU devices per pod).",
+        json_schema_extra=_flag("podresources.socket"),
+    )
+    gpu_enabled: bool = Field(
+        True,
+        description="Sample GPUs through NVML (off by itself, with one log line, when NVML is missing).",
+        json_schema_extra=_flag("gpu.enabled"),
+    )
+    gpu_sample_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often every GPU is sampled.",
+        json_schema_extra=_flag("gpu.sample-interval-seconds"),
+    )
+    gpu_retention_seconds: float = Field(
+        900.0,
+        ge=10,
+        description="How long GPU samples are kept for attribution (long requests + span delay).",
+        json_schema_extra=_flag("gpu.retention-seconds"),
+    )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",
         description="debug, info, warning or error.",
         json_schema_extra=_flag("log.level"),
     )
+
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _parse_instances(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
 
     @field_validator("model_map", mode="before")
     @classmethod
