@@ -244,5 +244,22 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     LABEL_OVERFLOW,
 )
 
-ALL: tuple[MetricSpec, ...] = (*LATENCY_HISTOGRAMS, REQUESTS, TOKENS, *SELF_METRICS)
+# --- Engine (vLLM /metrics scraper) ---
+ENGINE_METRICS: tuple[MetricSpec, ...] = ()
+
+# --- GPU (NVML sampler) ---
+GPU_METRICS: tuple[MetricSpec, ...] = ()
+
+# --- Topology (instances, pods, GPUs per instance) ---
+TOPOLOGY_METRICS: tuple[MetricSpec, ...] = ()
+
+ALL: tuple[MetricSpec, ...] = (
+    *LATENCY_HISTOGRAMS,
+    REQUESTS,
+    TOKENS,
+    *SELF_METRICS,
+    *ENGINE_METRICS,
+    *GPU_METRICS,
+    *TOPOLOGY_METRICS,
+)
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in ALL}
