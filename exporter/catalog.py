@@ -245,10 +245,248 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
 )
 
 # --- Engine (vLLM /metrics scraper) ---
-ENGINE_METRICS: tuple[MetricSpec, ...] = ()
+ENGINE_LABELS = ("instance", "model")
+ENGINE_UP = MetricSpec(
+    "llm_engine_up",
+    Kind.GAUGE,
+    "1 when the last scrape of the vLLM server's /metrics succeeded, else 0 (its other gauges are then absent).",
+    ENGINE_LABELS,
+)
+ENGINE_RUNNING = MetricSpec(
+    "llm_engine_requests_running", Kind.GAUGE, "Requests in the engine's running batch.", ENGINE_LABELS
+)
+ENGINE_WAITING = MetricSpec(
+    "llm_engine_requests_waiting", Kind.GAUGE, "Requests waiting in the engine's queue.", ENGINE_LABELS
+)
+ENGINE_KV_USAGE = MetricSpec(
+    "llm_engine_kv_cache_usage_ratio",
+    Kind.GAUGE,
+    "Fraction of KV-cache blocks in use (0..1); with several data-parallel engines, the fullest one's.",
+    ENGINE_LABELS,
+)
+ENGINE_KV_CAPACITY = MetricSpec(
+    "llm_engine_kv_cache_capacity_tokens",
+    Kind.GAUGE,
+    "Tokens the KV cache holds (vLLM cache_config_info: kv_cache_size_tokens, or num_gpu_blocks x block_size).",
+    ENGINE_LABELS,
+)
+ENGINE_KV_BYTES = MetricSpec(
+    "llm_engine_kv_cache_bytes_per_token",
+    Kind.GAUGE,
+    "Bytes of KV cache one token occupies (kv_cache_memory_bytes / kv_cache_size_tokens).",
+    ENGINE_LABELS,
+)
+ENGINE_PREFIX_QUERIES = MetricSpec(
+    "llm_engine_prefix_cache_queries_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens looked up in the prefix cache (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PREFIX_HITS = MetricSpec(
+    "llm_engine_prefix_cache_hits_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens found in the prefix cache (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PREEMPTIONS = MetricSpec(
+    "llm_engine_preemptions_total",
+    Kind.COUNTER,
+    "Requests preempted because the KV cache was full (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PROMPT_TOKENS = MetricSpec(
+    "llm_engine_prompt_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens the engine processed (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_GENERATION_TOKENS = MetricSpec(
+    "llm_engine_generation_tokens_total",
+    Kind.COUNTER,
+    "Tokens the engine generated (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_FINISHED = MetricSpec(
+    "llm_engine_requests_finished_total",
+    Kind.COUNTER,
+    "Requests vLLM finished, by finished_reason (stop, length, abort, error, ...), monotonic across restarts.",
+    (*ENGINE_LABELS, "finished_reason"),
+)
+ENGINE_RESTARTS = MetricSpec(
+    "llm_engine_restarts_total",
+    Kind.COUNTER,
+    "Restarts of the vLLM server seen by the scraper (its process start time changed).",
+    ("instance",),
+)
+ENGINE_TIME_TO_READY = MetricSpec(
+    "llm_engine_time_to_ready_seconds",
+    Kind.GAUGE,
+    "From the vLLM process start to the first good scrape after it, for starts the exporter watched (an upper "
+    "bound by up to one scrape interval).",
+    ("instance",),
+)
+ENGINE_STARTUP_PHASE = MetricSpec(
+    "llm_engine_startup_phase_seconds",
+    Kind.GAUGE,
+    "Duration of a phase of the last vLLM start-up, from its start-up spans: total (Overall Loading), "
+    "load_model, load_weights, warmup, allocate_kv_cache, ...",
+    ("model", "phase"),
+)
+ENGINE_SCRAPE_ERRORS = MetricSpec(
+    "llm_exporter_engine_scrape_errors_total",
+    Kind.COUNTER,
+    "Failed scrapes of a vLLM server's /metrics, by reason: refused, timeout, http_status, parse_error, truncated, "
+    "too_large, error.",
+    ("instance", "reason"),
+)
+ENGINE_METRICS: tuple[MetricSpec, ...] = (
+    ENGINE_UP,
+    ENGINE_RUNNING,
+    ENGINE_WAITING,
+    ENGINE_KV_USAGE,
+    ENGINE_KV_CAPACITY,
+    ENGINE_KV_BYTES,
+    ENGINE_PREFIX_QUERIES,
+    ENGINE_PREFIX_HITS,
+    ENGINE_PREEMPTIONS,
+    ENGINE_PROMPT_TOKENS,
+    ENGINE_GENERATION_TOKENS,
+    ENGINE_FINISHED,
+    ENGINE_RESTARTS,
+    ENGINE_TIME_TO_READY,
+    ENGINE_STARTUP_PHASE,
+    ENGINE_SCRAPE_ERRORS,
+)
 
 # --- GPU (NVML sampler) ---
-GPU_METRICS: tuple[MetricSpec, ...] = ()
+GPU_LABELS = ("gpu", "index")  # gpu = NVML UUID (stable across reboots), index = NVML index (0..N-1 on the node)
+_GPU = "Labels: gpu = NVML UUID, index = NVML index."
+GPU_UP = MetricSpec(
+    "gpu_up",
+    Kind.GAUGE,
+    "1 when the GPU's last NVML reading succeeded; 0 when it is down (lost, reset required or unknown error; "
+    f"retried periodically). {_GPU}",
+    GPU_LABELS,
+)
+GPU_INFO = MetricSpec(
+    "gpu_info",
+    Kind.GAUGE,
+    f"Always 1; identity of a GPU: name = product name, driver_version = NVIDIA driver version. {_GPU}",
+    (*GPU_LABELS, "name", "driver_version"),
+)
+GPU_MEMORY_USED = MetricSpec(
+    "gpu_memory_used_bytes",
+    Kind.GAUGE,
+    f"Device memory allocated by processes and the driver, excluding reserved memory (NVML memory info v2). {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_RESERVED = MetricSpec(
+    "gpu_memory_reserved_bytes",
+    Kind.GAUGE,
+    f"Device memory reserved by the driver and firmware, unusable by processes (NVML memory info v2). {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_TOTAL = MetricSpec("gpu_memory_total_bytes", Kind.GAUGE, f"Installed device memory. {_GPU}", GPU_LABELS)
+GPU_UTILIZATION = MetricSpec(
+    "gpu_utilization_ratio",
+    Kind.GAUGE,
+    "Share of time (0..1) one or more kernels ran, over the driver's last sample period (NVML utilization.gpu). "
+    f"Busy time, not how much of the GPU's compute was used. {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_BUSY = MetricSpec(
+    "gpu_memory_busy_ratio",
+    Kind.GAUGE,
+    "Share of time (0..1) device memory was being read or written (NVML utilization.memory). A busy-time share, "
+    f"NOT bandwidth: see gpu_dram_bandwidth_utilization_ratio. {_GPU}",
+    GPU_LABELS,
+)
+GPU_DRAM_BANDWIDTH = MetricSpec(
+    "gpu_dram_bandwidth_utilization_ratio",
+    Kind.GAUGE,
+    "DRAM bandwidth used as a share (0..1) of the GPU's peak, averaged since the previous sample (NVML GPM "
+    f"DRAM_BW_UTIL). Only for GPUs with GPM (Hopper and later). {_GPU}",
+    GPU_LABELS,
+)
+GPU_POWER = MetricSpec("gpu_power_watts", Kind.GAUGE, f"Power draw (NVML power usage). {_GPU}", GPU_LABELS)
+GPU_ENERGY = MetricSpec(
+    "gpu_energy_joules_total",
+    Kind.COUNTER,
+    "Energy consumed (NVML total energy since driver load), kept monotonic across driver reloads; the last "
+    f"value stays while the GPU is down. {_GPU}",
+    GPU_LABELS,
+)
+GPU_SM_CLOCK = MetricSpec("gpu_sm_clock_hertz", Kind.GAUGE, f"Current SM clock. {_GPU}", GPU_LABELS)
+GPU_MEMORY_CLOCK = MetricSpec("gpu_memory_clock_hertz", Kind.GAUGE, f"Current memory clock. {_GPU}", GPU_LABELS)
+GPU_TEMPERATURE = MetricSpec("gpu_temperature_celsius", Kind.GAUGE, f"GPU die temperature. {_GPU}", GPU_LABELS)
+GPU_MEMORY_TEMPERATURE = MetricSpec(
+    "gpu_memory_temperature_celsius",
+    Kind.GAUGE,
+    f"Memory (HBM) temperature, for GPUs that report it. {_GPU}",
+    GPU_LABELS,
+)
+GPU_CLOCK_EVENT_REASON = MetricSpec(
+    "gpu_clock_event_reason",
+    Kind.GAUGE,
+    "1 when the reason is now holding the clocks down or fixing them, else 0 (NVML clock event reasons). reason: "
+    "idle, applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, sw_thermal_slowdown, "
+    f"hw_thermal_slowdown, hw_power_brake_slowdown, display_clock_setting. {_GPU}",
+    (*GPU_LABELS, "reason"),
+)
+GPU_XID_ERRORS = MetricSpec(
+    "gpu_xid_errors_total",
+    Kind.COUNTER,
+    "Critical XID errors the driver reported since the exporter started, by XID code (xid; at most 32 codes per "
+    f"GPU, then 'other'). {_GPU}",
+    (*GPU_LABELS, "xid"),
+)
+GPU_PROCESS_MEMORY = MetricSpec(
+    "gpu_process_memory_used_bytes",
+    Kind.GAUGE,
+    "Device memory used by a running compute process; pid = host PID (not a container's own), the 64 largest "
+    f"per GPU. {_GPU}",
+    (*GPU_LABELS, "pid"),
+)
+GPU_SAMPLER_UP = MetricSpec(
+    "llm_exporter_gpu_sampler_up",
+    Kind.GAUGE,
+    "1 when NVML is loaded and GPUs are sampled; 0 when the GPU part is off (NVML library missing, NVML failed, "
+    "no GPU, or disabled).",
+)
+GPU_SAMPLING_ERRORS = MetricSpec(
+    "llm_exporter_gpu_sampling_errors_total",
+    Kind.COUNTER,
+    "Failed NVML calls, by reason: the NVML error in snake case (not_supported, no_permission, gpu_is_lost, "
+    "reset_required, unknown, timeout, ...) or internal (an exporter bug).",
+    ("reason",),
+)
+GPU_SAMPLE_DURATION = MetricSpec(
+    "llm_exporter_gpu_sample_duration_seconds",
+    Kind.GAUGE,
+    "Wall time of the last sampling pass over all GPUs.",
+)
+GPU_METRICS: tuple[MetricSpec, ...] = (
+    GPU_UP,
+    GPU_INFO,
+    GPU_MEMORY_USED,
+    GPU_MEMORY_RESERVED,
+    GPU_MEMORY_TOTAL,
+    GPU_UTILIZATION,
+    GPU_MEMORY_BUSY,
+    GPU_DRAM_BANDWIDTH,
+    GPU_POWER,
+    GPU_ENERGY,
+    GPU_SM_CLOCK,
+    GPU_MEMORY_CLOCK,
+    GPU_TEMPERATURE,
+    GPU_MEMORY_TEMPERATURE,
+    GPU_CLOCK_EVENT_REASON,
+    GPU_XID_ERRORS,
+    GPU_PROCESS_MEMORY,
+    GPU_SAMPLER_UP,
+    GPU_SAMPLING_ERRORS,
+    GPU_SAMPLE_DURATION,
+)
 
 # --- Topology (instances, pods, GPUs per instance) ---
 TOPOLOGY_METRICS: tuple[MetricSpec, ...] = ()

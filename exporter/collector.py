@@ -85,6 +85,7 @@ class PipelineCollector(Collector):
                     hists[name].add_metric(labels, buckets, hist.sum)
             overflow = agg.overflow
             pending = self.pipeline.joiner.pending
+            startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
         yield requests
         yield tokens
@@ -92,6 +93,10 @@ class PipelineCollector(Collector):
         for label, count in sorted(overflow.items()):
             label_overflow.add_metric([label], count)
         yield label_overflow
+        phases = gauge(catalog.ENGINE_STARTUP_PHASE)
+        for (model, phase), (_, seconds) in startup:
+            phases.add_metric([model, phase], seconds)
+        yield phases
         pending_family = gauge(catalog.TENANT_PENDING)
         pending_family.add_metric([], pending)
         yield pending_family

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from exporter.records import UNKNOWN, DecodedBatch, RequestSpan, TenantHint
+from exporter.records import UNKNOWN, DecodedBatch, RequestSpan, StartupSpan, TenantHint
 
 REQUEST_SPAN_NAME = "llm_request"
 MAX_LABEL_VALUE_LENGTH = 128
@@ -31,6 +31,17 @@ _REQUIRED: dict[str, tuple[int, str]] = {
 }
 _SLOT_NAMES = {slot: key for key, (slot, _) in _REQUIRED.items()}
 _REQUEST_ID = "gen_ai.request.id"
+
+# vLLM's start-up spans (0.32) -> phase label. "Worker init" is left out: two nested spans share that name.
+STARTUP_PHASES = {
+    "Overall Loading": "total",
+    "Executor init": "executor_init",
+    "Initialize model": "initialize_model",
+    "Load weights": "load_weights",
+    "Load model": "load_model",
+    "Allocate KV cache": "allocate_kv_cache",
+    "Prepare model": "prepare_model",
+}
 
 
 class BodyDecodeError(ValueError):
@@ -143,6 +154,10 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules) -> DecodedBa
                 batch.received += 1
                 if span.name != REQUEST_SPAN_NAME:
                     batch.other_names[_label(span.name)] += 1
+                    phase = STARTUP_PHASES.get(span.name) or ("warmup" if span.name.startswith("Warmup") else None)
+                    if phase is not None and span.end_time_unix_nano >= span.start_time_unix_nano:
+                        seconds = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
+                        batch.startup.append(StartupSpan(model, phase, seconds, span.end_time_unix_nano))
                     tenant = _find(span.attributes, tenant_keys, limit) if tenant_keys else None
                     if tenant is not None and len(span.trace_id) == 16:
                         batch.hints.append(TenantHint(span.trace_id, tenant))

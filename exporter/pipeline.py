@@ -64,6 +64,7 @@ class SpanPipeline:
         self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap)
         self.joiner = TenantJoiner(options.tenant_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
+        self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
         self._queue: deque[DecodedBatch] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -120,6 +121,10 @@ class SpanPipeline:
                 if resolved is not None:
                     released.append(resolved)
             self._observe(released)
+            for item in batch.startup:
+                key = (item.model, item.phase)
+                if key not in self.startup or self.startup[key][0] <= item.end_time_ns:
+                    self.startup[key] = (item.end_time_ns, item.seconds)
         with self.stats.lock:
             if duplicates:
                 self.stats.dropped["duplicate"] += duplicates

@@ -55,12 +55,23 @@ class TenantHint:
     tenant: str
 
 
+@dataclass(frozen=True, slots=True)
+class StartupSpan:
+    """A vLLM start-up span (model load phases), for cold-start metrics."""
+
+    model: str
+    phase: str
+    seconds: float
+    end_time_ns: int
+
+
 @dataclass(slots=True)
 class DecodedBatch:
     """What one OTLP export request turned into."""
 
     requests: list[RequestSpan] = field(default_factory=list)
     hints: list[TenantHint] = field(default_factory=list)
+    startup: list[StartupSpan] = field(default_factory=list)
     other_names: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     received: int = 0

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 from exporter import otlp_grpc
 from exporter.collector import PipelineCollector
 from exporter.config import Settings, parse_address
+from exporter.engine_collector import EngineCollector
+from exporter.engine_scraper import EngineScraper, ScrapeTarget
 from exporter.otlp_decode import DecodeRules
 from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
@@ -50,6 +52,15 @@ def decode_rules(settings: Settings) -> DecodeRules:
     )
 
 
+def static_targets(settings: Settings) -> list[ScrapeTarget]:
+    """Scrape targets from the statically configured instances."""
+    targets = []
+    for inst in settings.instances:
+        name = inst.name or inst.url.split("://", 1)[1].split("/", 1)[0]
+        targets.append(ScrapeTarget(name=name, url=inst.url, model=inst.model))
+    return targets
+
+
 @dataclass
 class Exporter:
     """The running exporter: start() binds every listener or raises StartupError; stop() drains and exits."""
@@ -57,6 +68,7 @@ class Exporter:
     settings: Settings
     pipeline: SpanPipeline = field(init=False)
     registry: CollectorRegistry = field(init=False)
+    scraper: EngineScraper = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -65,6 +77,13 @@ class Exporter:
         self.pipeline = build_pipeline(self.settings)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(self.pipeline))
+        targets = static_targets(self.settings)
+        self.scraper = EngineScraper(
+            lambda: targets,
+            self.settings.engine_scrape_interval_seconds,
+            self.settings.engine_scrape_timeout_seconds,
+        )
+        self.registry.register(EngineCollector(self.scraper))
 
     def readiness(self) -> str | None:
         """None when every receiver is listening and the worker runs; else why not."""
@@ -105,11 +124,13 @@ class Exporter:
                 raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc
             await self._grpc.start()
             log.info("OTLP/gRPC listening on %s", s.otlp_grpc_listen_address)
+        self.scraper.start()
         self._ready = True
 
     async def stop(self) -> None:
         """Stop accepting, then drain the queue so nothing already acknowledged is lost."""
         self._ready = False
+        await self.scraper.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         for runner in reversed(self._runners):

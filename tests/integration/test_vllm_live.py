@@ -6,6 +6,7 @@ exporter process; one mixed workload runs against each, and every test reads the
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from exporter import catalog
 from tests.integration import workload
-from tests.support.procs import ExporterProcess, wait_for
+from tests.support.procs import ExporterProcess, free_port, wait_for
 from tests.support.prom import by_label, total
 from tests.vllm.server import SERVED_NAME, SERVICE_NAME, VllmServer
 
@@ -43,6 +44,8 @@ class LiveRun:
     vllm_after: str
     exporter_text: str
     exporter_openmetrics: str
+    exporter: ExporterProcess
+    server: VllmServer
 
     def vllm_delta(self, name: str) -> float:
         """How much a vLLM series grew during the workload."""
@@ -64,11 +67,21 @@ def _gateway_exporter(protocol: str, exporter: ExporterProcess) -> SpanExporter:
 def live(request: pytest.FixtureRequest) -> Iterator[LiveRun]:
     """Exporter + vLLM over one OTLP protocol, the workload sent, everything scraped when counts are complete."""
     protocol: str = request.param
+    vllm_port = free_port()
     with ExporterProcess(
-        ["--model.map", f"{SERVICE_NAME}={SERVED_NAME}", "--tenant.join-window-seconds", "20"]
+        [
+            "--model.map",
+            f"{SERVICE_NAME}={SERVED_NAME}",
+            "--tenant.join-window-seconds",
+            "20",
+            "--instances",
+            json.dumps([{"url": f"http://127.0.0.1:{vllm_port}", "name": "vllm-0"}]),
+            "--engine.scrape-interval-seconds",
+            "1",
+        ]
     ) as exporter:
         endpoint = f"http://{exporter.otlp_grpc_target}" if protocol == "grpc" else exporter.otlp_http_url
-        server = VllmServer(protocol, endpoint)
+        server = VllmServer(protocol, endpoint, port=vllm_port)
         try:
             before = httpx.get(f"{server.base_url}/metrics", timeout=10).text
             expected = workload.run(server.base_url, workload.Gateway(_gateway_exporter(protocol, exporter)))
@@ -80,7 +93,16 @@ def live(request: pytest.FixtureRequest) -> Iterator[LiveRun]:
                 interval=0.5,
             )
             after = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-            yield LiveRun(protocol, expected, before, after, exporter.scrape(), exporter.scrape(openmetrics=True))
+            yield LiveRun(
+                protocol,
+                expected,
+                before,
+                after,
+                exporter.scrape(),
+                exporter.scrape(openmetrics=True),
+                exporter,
+                server,
+            )
         finally:
             server.stop()
 
@@ -152,3 +174,71 @@ def test_scrape_passes_promtool_check_metrics(live: LiveRun, tmp_path: Path) -> 
     assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
         result.stdout + result.stderr
     )
+
+
+ENGINE = {"instance": "vllm-0", "model": SERVED_NAME}
+
+
+def test_engine_counters_equal_vllms_own(live: LiveRun) -> None:
+    want_prompt = total(live.vllm_after, VLLM_PROMPT, {"model_name": SERVED_NAME})
+    want_generation = total(live.vllm_after, VLLM_GENERATION, {"model_name": SERVED_NAME})
+    wait_for(
+        lambda: total(live.exporter.scrape(), catalog.ENGINE_PROMPT_TOKENS.name, ENGINE) == want_prompt,
+        15,
+        "the engine scrape to catch up",
+        interval=0.5,
+    )
+    text = live.exporter.scrape()
+    assert total(text, catalog.ENGINE_UP.name, ENGINE) == 1
+    assert total(text, catalog.ENGINE_GENERATION_TOKENS.name, ENGINE) == want_generation
+    assert total(text, catalog.ENGINE_KV_CAPACITY.name, ENGINE) == total(
+        live.vllm_after, "vllm:cache_config_info", {"model_name": SERVED_NAME}
+    ) * float(_cache_label(live.vllm_after, "kv_cache_size_tokens"))
+    assert total(text, catalog.ENGINE_RUNNING.name, ENGINE) == 0
+
+
+def _cache_label(text: str, label: str) -> str:
+    from tests.support.prom import samples
+
+    [value] = [labels[label] for name, labels, _ in samples(text) if name == "vllm:cache_config_info"]
+    return value
+
+
+def test_startup_spans_give_cold_start_phases(live: LiveRun) -> None:
+    text = live.exporter.scrape()
+    total_load = total(text, catalog.ENGINE_STARTUP_PHASE.name, {"model": SERVED_NAME, "phase": "total"})
+    load_model = total(text, catalog.ENGINE_STARTUP_PHASE.name, {"model": SERVED_NAME, "phase": "load_model"})
+    assert 0 < load_model < total_load < 600
+
+
+def test_zz_vllm_killed_and_restarted_is_reported_and_survived(live: LiveRun) -> None:
+    """Runs last for its server: kills vLLM mid-run, restarts it on the same port."""
+    exporter, server = live.exporter, live.server
+    before = exporter.scrape()
+    prompt_before = total(before, catalog.ENGINE_PROMPT_TOKENS.name, ENGINE)
+    server.stop()
+    wait_for(lambda: total(exporter.scrape(), catalog.ENGINE_UP.name, ENGINE) == 0, 15, "llm_engine_up to drop to 0")
+    down = exporter.scrape()
+    assert catalog.ENGINE_RUNNING.name + "{" not in down  # no stale gauge served as current
+    assert total(down, catalog.ENGINE_SCRAPE_ERRORS.name, {"instance": "vllm-0", "reason": "refused"}) >= 1
+    server.start()
+    httpx.post(
+        f"{server.base_url}/v1/completions",
+        json={"model": SERVED_NAME, "prompt": "after restart", "max_tokens": 4, "ignore_eos": True},
+        timeout=60,
+    ).raise_for_status()
+    wait_for(
+        lambda: total(exporter.scrape(), catalog.ENGINE_PROMPT_TOKENS.name, ENGINE) > prompt_before,
+        20,
+        "the restarted engine's tokens to be counted",
+        interval=0.5,
+    )
+    after = exporter.scrape()
+    assert exporter.proc.poll() is None
+    assert total(after, catalog.ENGINE_UP.name, ENGINE) == 1
+    assert total(after, catalog.ENGINE_RESTARTS.name, {"instance": "vllm-0"}) == 1
+    vllm_now = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    fresh_prompt = total(vllm_now, VLLM_PROMPT, {"model_name": SERVED_NAME})
+    assert total(after, catalog.ENGINE_PROMPT_TOKENS.name, ENGINE) == prompt_before + fresh_prompt  # monotonic
+    ready = total(after, catalog.ENGINE_TIME_TO_READY.name, {"instance": "vllm-0"})
+    assert 1 < ready < 300

@@ -138,14 +138,14 @@ def test_other_span_names_are_capped() -> None:
     assert pipeline.stats.other_names["other"] == 50
 
 
-def test_every_catalog_metric_is_exposed() -> None:
+def test_every_span_metric_of_the_catalog_is_exposed() -> None:
     pipeline = SpanPipeline(PipelineOptions(tenant_join_window_s=0))
     pipeline.submit(flatten(request_of(sample_request_spans()), DecodeRules()), "http")
     pipeline.process_available()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(pipeline))
     text = generate_latest(registry).decode()
-    for spec in catalog.ALL:
+    for spec in (*catalog.LATENCY_HISTOGRAMS, catalog.REQUESTS, catalog.TOKENS, *catalog.SELF_METRICS):
         assert f"# TYPE {spec.name} {spec.kind.value}\n" in text, spec.name  # text format keeps _total
     names = {n for n, _, _ in samples(text)}
     for spec in catalog.LATENCY_HISTOGRAMS:

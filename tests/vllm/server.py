@@ -39,10 +39,16 @@ def ensure_environment() -> Path:
 class VllmServer:
     """vLLM's OpenAI API server on a free loopback port, exporting traces with `protocol` to `endpoint`."""
 
-    def __init__(self, protocol: str, endpoint: str, startup_timeout: float = 240) -> None:
-        python = ensure_environment()
-        self.port = free_port()
+    def __init__(self, protocol: str, endpoint: str, port: int | None = None, startup_timeout: float = 240) -> None:
+        self.protocol, self.endpoint, self.startup_timeout = protocol, endpoint, startup_timeout
+        self.port = port or free_port()
         self.log: IO[bytes] = tempfile.NamedTemporaryFile(prefix=f"vllm-{protocol}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.start()
+
+    def start(self) -> None:
+        """Start the server and wait until /health answers."""
+        python = ensure_environment()
+        protocol, endpoint, startup_timeout = self.protocol, self.endpoint, self.startup_timeout
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",

@@ -1,0 +1,195 @@
+"""vLLM's /metrics text to a plain EngineReading, with names normalised across vLLM 0.6 .. 0.33. Pure.
+
+Only the series we use are parsed (a cheap name check skips the rest), so a 1,000-line scrape costs little.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+# Canonical field <- every name vLLM has used for it (with and without `_total`: prometheus_client before 0.19
+# and vLLM's own old exporters wrote counters without the suffix).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "running": ("vllm:num_requests_running",),
+    "waiting": ("vllm:num_requests_waiting",),
+    "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "prefix_queries": (
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_queries",
+        "vllm:gpu_prefix_cache_queries_total",
+        "vllm:gpu_prefix_cache_queries",
+    ),
+    "prefix_hits": (
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_hits",
+        "vllm:gpu_prefix_cache_hits_total",
+        "vllm:gpu_prefix_cache_hits",
+    ),
+    "preemptions": ("vllm:num_preemptions_total", "vllm:num_preemptions"),
+    "prompt_tokens": ("vllm:prompt_tokens_total", "vllm:prompt_tokens"),
+    "generation_tokens": ("vllm:generation_tokens_total", "vllm:generation_tokens"),
+    "finished": ("vllm:request_success_total", "vllm:request_success"),
+    "cache_config": ("vllm:cache_config_info",),
+    "process_start": ("process_start_time_seconds",),
+}
+_FIELD_OF: dict[str, str] = {name: key for key, names in _ALIASES.items() for name in names}
+COUNTER_FIELDS = ("prefix_queries", "prefix_hits", "preemptions", "prompt_tokens", "generation_tokens")
+
+
+class EngineParseError(ValueError):
+    """The scrape body is not usable Prometheus text from a vLLM server."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ModelReading:
+    """What one vLLM server reported for one served model, summed over its engines (data-parallel ranks)."""
+
+    model: str
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage_ratio: float | None = None  # the fullest engine's: the pressure that preempts
+    kv_capacity_tokens: float | None = None
+    kv_bytes_per_token: float | None = None
+    counters: dict[str, float] = field(default_factory=dict)  # COUNTER_FIELDS, raw as vLLM reports them
+    finished: dict[str, float] = field(default_factory=dict)  # by finished_reason, raw
+
+
+@dataclass(frozen=True)
+class EngineReading:
+    """One successful scrape of one vLLM server."""
+
+    models: dict[str, ModelReading]
+    process_start_time_s: float | None
+
+
+def _parse_labels(text: str, line: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        eq = text.find("=", i)
+        if eq < 0 or eq + 1 >= n or text[eq + 1] != '"':
+            raise EngineParseError("parse_error", f"bad labels in line: {line[:200]!r}")
+        name = text[i:eq].strip().lstrip(",").strip()
+        j = eq + 2
+        value: list[str] = []
+        while j < n and text[j] != '"':
+            if text[j] == "\\" and j + 1 < n:
+                j += 1
+                value.append({"n": "\n", "\\": "\\", '"': '"'}.get(text[j], text[j]))
+            else:
+                value.append(text[j])
+            j += 1
+        if j >= n:
+            raise EngineParseError("parse_error", f"unterminated label value in line: {line[:200]!r}")
+        labels[name] = "".join(value)
+        i = j + 1
+        while i < n and text[i] in ", ":
+            i += 1
+    return labels
+
+
+def _split(line: str) -> tuple[str, dict[str, str], float]:
+    brace = line.find("{")
+    if brace >= 0:
+        close = line.rfind("}")
+        if close < brace:
+            raise EngineParseError("parse_error", f"unbalanced braces in line: {line[:200]!r}")
+        name, labels, rest = line[:brace], _parse_labels(line[brace + 1 : close], line), line[close + 1 :]
+    else:
+        name, _, rest = line.partition(" ")
+        labels = {}
+    parts = rest.split()
+    if not parts:
+        raise EngineParseError("parse_error", f"no value in line: {line[:200]!r}")
+    try:
+        value = float(parts[0])
+    except ValueError:
+        raise EngineParseError("parse_error", f"bad value in line: {line[:200]!r}") from None
+    return name.strip(), labels, value
+
+
+def parse(text: str) -> EngineReading:
+    """Parse a vLLM /metrics body; raise EngineParseError(reason) for truncated or malformed text."""
+    if not text.strip():
+        raise EngineParseError("parse_error", "empty body")
+    if not text.endswith("\n"):
+        raise EngineParseError("truncated", "body does not end with a newline: truncated scrape")
+    per_model: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    finished: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    kv_capacity: dict[str, float] = defaultdict(float)
+    kv_bytes: dict[str, float] = defaultdict(float)
+    process_start: float | None = None
+    seen_vllm = False
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        end = line.find("{")
+        if end < 0:
+            end = line.find(" ")
+        key = _FIELD_OF.get(line[:end] if end >= 0 else line)
+        if key is None:
+            seen_vllm = seen_vllm or line.startswith("vllm:")
+            continue
+        _, labels, value = _split(line)
+        if key == "process_start":
+            process_start = value
+            continue
+        seen_vllm = True
+        if math.isnan(value):
+            continue
+        model = labels.get("model_name", "")
+        if key == "finished":
+            finished[model][labels.get("finished_reason", "unknown")] += value
+        elif key == "cache_config":
+            capacity, per_token = _kv_capacity(labels)
+            if capacity is not None:
+                kv_capacity[model] += capacity
+                if per_token is not None:
+                    kv_bytes[model] = per_token
+        else:
+            per_model[model][key].append(value)
+    if not seen_vllm:
+        raise EngineParseError("parse_error", "no vllm: series in the body: not a vLLM /metrics endpoint")
+    models: dict[str, ModelReading] = {}
+    for model in set(per_model) | set(finished):
+        if not model:
+            continue  # cache_config_info of old versions has no model label; it is attached below
+        values = per_model.get(model, {})
+        models[model] = ModelReading(
+            model=model,
+            running=sum(values["running"]) if values.get("running") else None,
+            waiting=sum(values["waiting"]) if values.get("waiting") else None,
+            kv_usage_ratio=max(values["kv_usage"]) if values.get("kv_usage") else None,
+            kv_capacity_tokens=kv_capacity.get(model) or kv_capacity.get("") or None,
+            kv_bytes_per_token=kv_bytes.get(model) or kv_bytes.get("") or None,
+            counters={k: sum(values[k]) for k in COUNTER_FIELDS if values.get(k)},
+            finished=dict(finished.get(model, {})),
+        )
+    return EngineReading(models, process_start)
+
+
+def _kv_capacity(labels: dict[str, str]) -> tuple[float | None, float | None]:
+    """KV capacity in tokens and bytes per KV token from cache_config_info's labels (None where absent)."""
+    tokens = _number(labels.get("kv_cache_size_tokens"))
+    if tokens is None:
+        blocks, block_size = _number(labels.get("num_gpu_blocks")), _number(labels.get("block_size"))
+        tokens = blocks * block_size if blocks is not None and block_size is not None else None
+    memory = _number(labels.get("kv_cache_memory_bytes"))
+    per_token = memory / tokens if memory is not None and tokens else None
+    return tokens, per_token
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
