@@ -191,9 +191,8 @@ def test_engine_counters_equal_vllms_own(live: LiveRun) -> None:
     text = live.exporter.scrape()
     assert total(text, catalog.ENGINE_UP.name, ENGINE) == 1
     assert total(text, catalog.ENGINE_GENERATION_TOKENS.name, ENGINE) == want_generation
-    assert total(text, catalog.ENGINE_KV_CAPACITY.name, ENGINE) == total(
-        live.vllm_after, "vllm:cache_config_info", {"model_name": SERVED_NAME}
-    ) * float(_cache_label(live.vllm_after, "kv_cache_size_tokens"))
+    capacity = float(_cache_label(live.vllm_after, "kv_cache_size_tokens"))
+    assert total(text, catalog.ENGINE_KV_CAPACITY.name, ENGINE) == capacity > 0
     assert total(text, catalog.ENGINE_RUNNING.name, ENGINE) == 0
 
 
