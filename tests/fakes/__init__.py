@@ -1,0 +1,1 @@
+"""Test doubles that present the same API as the real libraries (NVML)."""
