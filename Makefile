@@ -28,8 +28,8 @@ demo: install
 	$(BIN)/llm-token-exporter demo
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check exporter tests benchmarks
-	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/ruff check exporter tests benchmarks scripts/gpu-check
+	$(BIN)/ruff format --check exporter tests benchmarks scripts/gpu-check
 	$(BIN)/mypy
 
 test: install-test lint
@@ -41,6 +41,8 @@ unit: $(VENV)/.test-deps
 bench: install
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_engine_parse.py
+	$(BIN)/python benchmarks/bench_gpu_sampler.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -245,7 +245,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
 )
 
 # --- Engine (vLLM /metrics scraper) ---
-ENGINE_LABELS = ("instance", "model")
+# Not `instance`: Prometheus renames a scraped `instance` label to `exported_instance` (it sets its own).
+ENGINE_LABELS = ("vllm_instance", "model")
 ENGINE_UP = MetricSpec(
     "llm_engine_up",
     Kind.GAUGE,
@@ -316,14 +317,14 @@ ENGINE_RESTARTS = MetricSpec(
     "llm_engine_restarts_total",
     Kind.COUNTER,
     "Restarts of the vLLM server seen by the scraper (its process start time changed).",
-    ("instance",),
+    ("vllm_instance",),
 )
 ENGINE_TIME_TO_READY = MetricSpec(
     "llm_engine_time_to_ready_seconds",
     Kind.GAUGE,
     "From the vLLM process start to the first good scrape after it, for starts the exporter watched (an upper "
     "bound by up to one scrape interval).",
-    ("instance",),
+    ("vllm_instance",),
 )
 ENGINE_STARTUP_PHASE = MetricSpec(
     "llm_engine_startup_phase_seconds",
@@ -337,7 +338,7 @@ ENGINE_SCRAPE_ERRORS = MetricSpec(
     Kind.COUNTER,
     "Failed scrapes of a vLLM server's /metrics, by reason: refused, timeout, http_status, parse_error, truncated, "
     "too_large, error.",
-    ("instance", "reason"),
+    ("vllm_instance", "reason"),
 )
 ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_UP,
@@ -489,7 +490,48 @@ GPU_METRICS: tuple[MetricSpec, ...] = (
 )
 
 # --- Topology (instances, pods, GPUs per instance) ---
-TOPOLOGY_METRICS: tuple[MetricSpec, ...] = ()
+INSTANCE_INFO = MetricSpec(
+    "llm_engine_instance_info",
+    Kind.GAUGE,
+    "Always 1 per vLLM instance discovered on this node: vllm_instance = its id (the same as the llm_engine_* "
+    "series), model = configured or inferred model ('' until known), namespace and pod (Kubernetes, else ''), "
+    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown).",
+    ("vllm_instance", "model", "namespace", "pod", "gpus"),
+)
+TOPOLOGY_INSTANCES = MetricSpec(
+    "llm_exporter_topology_instances",
+    Kind.GAUGE,
+    "vLLM instances the topology source sees now (source = static, kubernetes or processes).",
+    ("source",),
+)
+TOPOLOGY_STALE = MetricSpec(
+    "llm_exporter_topology_stale",
+    Kind.GAUGE,
+    "1 when the topology source could not confirm its view lately (API server unreachable, not yet listed) and "
+    "serves the last known one, else 0.",
+    ("source",),
+)
+TOPOLOGY_OBSERVED = MetricSpec(
+    "llm_exporter_topology_observed_timestamp_seconds",
+    Kind.GAUGE,
+    "Unix time the topology source last confirmed its view (absent before the first success).",
+    ("source",),
+)
+TOPOLOGY_ERRORS = MetricSpec(
+    "llm_exporter_topology_errors_total",
+    Kind.COUNTER,
+    "Topology discovery failures, by source (kubernetes, podresources, processes) and reason (unreachable, "
+    "timeout, unauthorized, server_error, http_error, connection, bad_response, expired, socket_missing, "
+    "unavailable, rpc_error, proc_unreadable, gpu_processes, internal).",
+    ("source", "reason"),
+)
+TOPOLOGY_METRICS: tuple[MetricSpec, ...] = (
+    INSTANCE_INFO,
+    TOPOLOGY_INSTANCES,
+    TOPOLOGY_STALE,
+    TOPOLOGY_OBSERVED,
+    TOPOLOGY_ERRORS,
+)
 
 ALL: tuple[MetricSpec, ...] = (
     *LATENCY_HISTOGRAMS,

@@ -18,6 +18,7 @@ from exporter.engine_state import EngineTracker
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+FORGET_AFTER_S = 300.0  # how long an instance that left the topology keeps its series (as down)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class EngineScraper:
         """Scrape every current target once, concurrently."""
         targets = list(self.targets())
         with self.lock:
-            self.tracker.forget({t.name for t in targets})
+            self.tracker.present({t.name for t in targets}, self.clock(), FORGET_AFTER_S)
         await asyncio.gather(*(self._scrape(t) for t in targets))
 
     async def _scrape(self, target: ScrapeTarget) -> None:

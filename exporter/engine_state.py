@@ -41,6 +41,7 @@ class InstanceState:
     _raw: dict[tuple[str, str], float] = field(default_factory=dict)
     _raw_finished: dict[tuple[str, str], float] = field(default_factory=dict)
     history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
+    absent_since: float | None = None  # left the topology at this time (not scraped since)
 
     def label_of(self, model: str) -> str:
         """The model label: the configured one wins over the served name vLLM reports."""
@@ -87,10 +88,18 @@ class EngineTracker:
         state.configured_model = configured_model
         return state
 
-    def forget(self, keep: set[str]) -> None:
-        """Drop instances that left the topology, so their series go away."""
-        for name in list(self.instances):
-            if name not in keep:
+    def present(self, names: set[str], now: float, forget_after_s: float) -> None:
+        """Mark instances that left the topology down; forget them (their series go away) once gone for
+        `forget_after_s`. The grace keeps a server that restarts (and briefly leaves the topology) one
+        instance, with monotonic counters and its restart counted."""
+        for name, state in list(self.instances.items()):
+            if name in names:
+                state.absent_since = None
+                continue
+            state.up = False
+            if state.absent_since is None:
+                state.absent_since = now
+            elif now - state.absent_since >= forget_after_s:
                 del self.instances[name]
 
     def success(self, name: str, reading: EngineReading, now: float, configured_model: str | None = None) -> None:

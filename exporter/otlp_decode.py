@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,18 @@ class BodyDecodeError(ValueError):
     """The export request body as a whole could not be decoded."""
 
 
+SenderModel = Callable[[dict[str, str], str | None], str | None]
+
+
 @dataclass(frozen=True)
 class DecodeRules:
-    """How to read model and tenant from a span and its resource, and the per-span attribute limit."""
+    """How to read model and tenant from a span and its resource, and the per-span attribute limit.
 
+    `sender_model` maps a sender (resource attributes, peer address) to the model of the vLLM instance it is,
+    from the topology; when it knows none, `model_attribute` (through `model_map`) names the model.
+    """
+
+    sender_model: SenderModel | None = None
     model_attribute: str = "service.name"
     model_map: Mapping[str, str] = field(default_factory=dict)
     tenant_keys: Sequence[str] = ("tenant.id",)
@@ -139,15 +147,36 @@ def _find(attributes: Any, keys: Sequence[str], limit: int) -> str | None:
     return None
 
 
-def flatten(request: ExportTraceServiceRequest, rules: DecodeRules) -> DecodedBatch:
-    """Turn a decoded export request into request records, tenant hints and counts, rejecting bad spans alone."""
+def _resource_dict(attributes: Any, limit: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i, kv in enumerate(attributes):
+        if i >= limit:
+            break
+        value = _string_value(kv.value)
+        if value is not None:
+            out.setdefault(kv.key, value)
+    return out
+
+
+def _model(resource_attrs: Any, rules: DecodeRules, peer: str | None) -> str:
+    if rules.sender_model is not None:
+        known = rules.sender_model(_resource_dict(resource_attrs, rules.max_attributes), peer)
+        if known is not None:
+            return _label(known)
+    raw = _find(resource_attrs, (rules.model_attribute,), rules.max_attributes)
+    return UNKNOWN if raw is None else _label(rules.model_map.get(raw, raw))
+
+
+def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | None = None) -> DecodedBatch:
+    """Turn a decoded export request into request records, tenant hints and counts, rejecting bad spans alone.
+
+    `peer` is the sender's address as the transport saw it (for matching the sender to a vLLM instance)."""
     batch = DecodedBatch()
     tenant_keys = tuple(rules.tenant_keys)
     limit = rules.max_attributes
     for resource_spans in request.resource_spans:
         resource_attrs = resource_spans.resource.attributes
-        raw_model = _find(resource_attrs, (rules.model_attribute,), limit)
-        model = UNKNOWN if raw_model is None else _label(rules.model_map.get(raw_model, raw_model))
+        model = _model(resource_attrs, rules, peer)
         resource_tenant = _find(resource_attrs, tenant_keys, limit) if tenant_keys else None
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:

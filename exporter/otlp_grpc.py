@@ -34,7 +34,7 @@ class OtlpGrpcReceiver:
             log.info("OTLP/gRPC export refused (decode_error): %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises
-        return ingest(request, self.rules, self.pipeline, PROTOCOL).response
+        return ingest(request, self.rules, self.pipeline, PROTOCOL, context.peer()).response
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server."""

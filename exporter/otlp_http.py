@@ -78,7 +78,7 @@ class OtlpHttpReceiver:
             return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", str(exc), content_type)
         except BodyDecodeError as exc:
             return self._error(400, code_pb2.INVALID_ARGUMENT, "decode_error", str(exc), content_type)
-        result = ingest(decoded, self.rules, self.pipeline, PROTOCOL)
+        result = ingest(decoded, self.rules, self.pipeline, PROTOCOL, request.remote)
         if content_type == JSON:
             return web.Response(text=json_format.MessageToJson(result.response, indent=None), content_type=JSON)
         return web.Response(body=result.response.SerializeToString(), content_type=PROTOBUF)

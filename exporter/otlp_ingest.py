@@ -48,10 +48,14 @@ def gunzip_limited(body: bytes, limit: int) -> bytes:
 
 
 def ingest(
-    request: ExportTraceServiceRequest, rules: DecodeRules, pipeline: SpanPipeline, protocol: str
+    request: ExportTraceServiceRequest,
+    rules: DecodeRules,
+    pipeline: SpanPipeline,
+    protocol: str,
+    peer: str | None = None,
 ) -> IngestResult:
     """Flatten a decoded request, queue it, and build the OTLP response (partial_success when spans were lost)."""
-    batch = flatten(request, rules)
+    batch = flatten(request, rules, peer)
     dropped = pipeline.submit(batch, protocol)
     rejected = sum(batch.rejected.values()) + dropped
     response = ExportTraceServiceResponse()

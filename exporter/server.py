@@ -16,9 +16,14 @@ from exporter.collector import PipelineCollector
 from exporter.config import Settings, parse_address
 from exporter.engine_collector import EngineCollector
 from exporter.engine_scraper import EngineScraper, ScrapeTarget
-from exporter.otlp_decode import DecodeRules
+from exporter.gpu_collector import GpuCollector
+from exporter.gpu_sampler import GpuSampler
+from exporter.otlp_decode import DecodeRules, SenderModel
 from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.topology import SpanSender, TopologyConfigError, TopologySource, match_sender
+from exporter.topology_collector import TopologyCollector
+from exporter.topology_sources import build_source, compute_processes
 from exporter.web import metrics_app
 
 log = logging.getLogger(__name__)
@@ -42,23 +47,15 @@ def build_pipeline(settings: Settings) -> SpanPipeline:
     )
 
 
-def decode_rules(settings: Settings) -> DecodeRules:
-    """How spans are read, from settings."""
+def decode_rules(settings: Settings, sender_model: SenderModel | None = None) -> DecodeRules:
+    """How spans are read, from settings (and the topology, through `sender_model`)."""
     return DecodeRules(
+        sender_model=sender_model,
         model_attribute=settings.model_attribute,
         model_map=dict(settings.model_map),
         tenant_keys=tuple(settings.tenant_attribute_keys),
         max_attributes=settings.otlp_max_span_attributes,
     )
-
-
-def static_targets(settings: Settings) -> list[ScrapeTarget]:
-    """Scrape targets from the statically configured instances."""
-    targets = []
-    for inst in settings.instances:
-        name = inst.name or inst.url.split("://", 1)[1].split("/", 1)[0]
-        targets.append(ScrapeTarget(name=name, url=inst.url, model=inst.model))
-    return targets
 
 
 @dataclass
@@ -69,6 +66,8 @@ class Exporter:
     pipeline: SpanPipeline = field(init=False)
     registry: CollectorRegistry = field(init=False)
     scraper: EngineScraper = field(init=False)
+    gpus: GpuSampler = field(init=False)
+    topology: TopologySource = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -77,13 +76,34 @@ class Exporter:
         self.pipeline = build_pipeline(self.settings)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(self.pipeline))
-        targets = static_targets(self.settings)
+        self.gpus = GpuSampler.from_settings(self.settings)
+        self.registry.register(GpuCollector(self.gpus))
+        try:
+            self.topology = build_source(
+                self.settings, gpu_processes=lambda: compute_processes(self.gpus.snapshot().gpus)
+            )
+        except TopologyConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        self.registry.register(TopologyCollector(self.topology))
         self.scraper = EngineScraper(
-            lambda: targets,
+            lambda: [ScrapeTarget(i.id, i.url, i.model) for i in self.topology.current().instances],
             self.settings.engine_scrape_interval_seconds,
             self.settings.engine_scrape_timeout_seconds,
         )
         self.registry.register(EngineCollector(self.scraper))
+
+    def model_of_sender(self, resource: dict[str, str], peer: str | None) -> str | None:
+        """The model label of the vLLM instance that sent a span: its configured model, else the one model its
+        /metrics serves; None when the sender matches no instance (the resource attribute then decides)."""
+        instance = match_sender(self.topology.current().instances, SpanSender.from_resource(resource, peer))
+        if instance is None:
+            return None
+        if instance.model:
+            return instance.model
+        with self.scraper.lock:
+            state = self.scraper.tracker.instances.get(instance.id)
+            served = sorted(state.last_reading.models) if state and state.last_reading else []
+        return served[0] if len(served) == 1 else None
 
     def readiness(self) -> str | None:
         """None when every receiver is listening and the worker runs; else why not."""
@@ -108,7 +128,7 @@ class Exporter:
         """Start the worker and bind every listener."""
         s = self.settings
         self.pipeline.start()
-        rules = decode_rules(s)
+        rules = decode_rules(s, self.model_of_sender)
         await self._site(metrics_app(self.registry, self.readiness), s.web_listen_address, "/metrics")
         if s.otlp_http_listen_address:
             receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes)
@@ -124,13 +144,18 @@ class Exporter:
                 raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc
             await self._grpc.start()
             log.info("OTLP/gRPC listening on %s", s.otlp_grpc_listen_address)
+        await self.topology.start()
         self.scraper.start()
+        # Never raises: without NVML it logs one line and the rest of the exporter works.
+        await asyncio.get_running_loop().run_in_executor(None, self.gpus.start)
         self._ready = True
 
     async def stop(self) -> None:
         """Stop accepting, then drain the queue so nothing already acknowledged is lost."""
         self._ready = False
         await self.scraper.stop()
+        await self.topology.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.gpus.stop)
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         for runner in reversed(self._runners):

@@ -156,10 +156,14 @@ def test_no_time_to_ready_for_a_server_already_running() -> None:
     assert tracker.instances["a"].time_to_ready_s is None
 
 
-def test_configured_model_label_wins_and_departed_instances_are_forgotten() -> None:
+def test_configured_model_label_wins_and_departed_instances_are_forgotten_after_a_grace() -> None:
     tracker = EngineTracker()
     tracker.success("a", parse(_with_counters(1, 1, start=1.0)), now=2.0, configured_model="llama-8b")
     tracker.success("b", parse(_with_counters(1, 1, start=1.0)), now=2.0)
     assert tracker.instances["a"].label_of("m") == "llama-8b" and tracker.instances["b"].label_of("m") == "m"
-    tracker.forget({"b"})
+    tracker.present({"b"}, now=10.0, forget_after_s=300.0)
+    assert set(tracker.instances) == {"a", "b"} and not tracker.instances["a"].up  # gone: down, kept a while
+    tracker.present({"b"}, now=200.0, forget_after_s=300.0)
+    assert "a" in tracker.instances
+    tracker.present({"b"}, now=310.0, forget_after_s=300.0)
     assert set(tracker.instances) == {"b"}

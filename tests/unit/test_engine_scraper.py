@@ -40,7 +40,7 @@ def test_good_scrape_exposes_engine_series() -> None:
 
     text = _scrape(_scraper(handler))
     assert seen == ["http://vllm-0:8000/metrics"]
-    labels = {"instance": "vllm-0", "model": "tiny"}
+    labels = {"vllm_instance": "vllm-0", "model": "tiny"}
     assert total(text, catalog.ENGINE_UP.name, labels) == 1
     assert total(text, catalog.ENGINE_PROMPT_TOKENS.name, labels) == 8494
     assert total(text, catalog.ENGINE_GENERATION_TOKENS.name, labels) == 953
@@ -75,13 +75,13 @@ def test_each_failure_sets_up_zero_hides_gauges_counts_the_reason_then_recovers(
     for reason, handler in FAILURES:
         state["handler"] = handler
         text = _scrape(scraper)
-        assert total(text, catalog.ENGINE_UP.name, {"instance": "vllm-0"}) == 0, reason
+        assert total(text, catalog.ENGINE_UP.name, {"vllm_instance": "vllm-0"}) == 0, reason
         assert catalog.ENGINE_RUNNING.name + "{" not in text, reason  # no stale gauge served as current
         assert total(text, catalog.ENGINE_SCRAPE_ERRORS.name, {"reason": reason}) >= 1, reason
         assert total(text, catalog.ENGINE_PROMPT_TOKENS.name) == 8494  # counters keep their last total
     state["handler"] = lambda r: httpx.Response(200, text=FIXTURE)
     text = _scrape(scraper)
-    assert total(text, catalog.ENGINE_UP.name, {"instance": "vllm-0"}) == 1
+    assert total(text, catalog.ENGINE_UP.name, {"vllm_instance": "vllm-0"}) == 1
     assert total(text, catalog.ENGINE_RUNNING.name) == 0 and catalog.ENGINE_RUNNING.name + "{" in text
     assert total(text, catalog.ENGINE_SCRAPE_ERRORS.name) == len(FAILURES)
 

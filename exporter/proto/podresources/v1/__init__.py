@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC modules of vendored .proto files (regenerate with scripts/gen-protos)."""
