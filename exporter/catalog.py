@@ -313,6 +313,19 @@ ENGINE_FINISHED = MetricSpec(
     "Requests vLLM finished, by finished_reason (stop, length, abort, error, ...), monotonic across restarts.",
     (*ENGINE_LABELS, "finished_reason"),
 )
+ENGINE_ADMISSION_REJECTIONS = MetricSpec(
+    "llm_engine_admission_rejections_total",
+    Kind.COUNTER,
+    "Requests vLLM refused for capacity (queue limits), by reason, monotonic across restarts.",
+    (*ENGINE_LABELS, "reason"),
+)
+ENGINE_HTTP_RESPONSES = MetricSpec(
+    "llm_engine_http_responses_total",
+    Kind.COUNTER,
+    "Responses of the vLLM server's OpenAI API (POST /v1/* handlers), by status_class 2xx/4xx/5xx, monotonic across "
+    "restarts; model is the instance's model when it serves one.",
+    (*ENGINE_LABELS, "status_class"),
+)
 ENGINE_RESTARTS = MetricSpec(
     "llm_engine_restarts_total",
     Kind.COUNTER,
@@ -353,6 +366,8 @@ ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_PROMPT_TOKENS,
     ENGINE_GENERATION_TOKENS,
     ENGINE_FINISHED,
+    ENGINE_ADMISSION_REJECTIONS,
+    ENGINE_HTTP_RESPONSES,
     ENGINE_RESTARTS,
     ENGINE_TIME_TO_READY,
     ENGINE_STARTUP_PHASE,

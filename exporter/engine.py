@@ -32,6 +32,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "generation_tokens": ("vllm:generation_tokens_total", "vllm:generation_tokens"),
     "finished": ("vllm:request_success_total", "vllm:request_success"),
     "cache_config": ("vllm:cache_config_info",),
+    "admission_rejections": ("vllm:admission_rejections_total", "vllm:admission_rejections"),
+    "http": ("http_requests_total",),
     "process_start": ("process_start_time_seconds",),
 }
 _FIELD_OF: dict[str, str] = {name: key for key, names in _ALIASES.items() for name in names}
@@ -58,6 +60,7 @@ class ModelReading:
     kv_bytes_per_token: float | None = None
     counters: dict[str, float] = field(default_factory=dict)  # COUNTER_FIELDS, raw as vLLM reports them
     finished: dict[str, float] = field(default_factory=dict)  # by finished_reason, raw
+    rejected: dict[str, float] = field(default_factory=dict)  # admission rejections by reason, raw
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class EngineReading:
 
     models: dict[str, ModelReading]
     process_start_time_s: float | None
+    http_responses: dict[str, float] = field(default_factory=dict)  # OpenAI API (/v1/*) responses by 2xx/4xx/5xx
 
 
 def _parse_labels(text: str, line: str) -> dict[str, str]:
@@ -122,6 +126,8 @@ def parse(text: str) -> EngineReading:
         raise EngineParseError("truncated", "body does not end with a newline: truncated scrape")
     per_model: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     finished: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    rejected: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    http: dict[str, float] = defaultdict(float)
     kv_capacity: dict[str, float] = defaultdict(float)
     kv_bytes: dict[str, float] = defaultdict(float)
     process_start: float | None = None
@@ -140,12 +146,24 @@ def parse(text: str) -> EngineReading:
         if key == "process_start":
             process_start = value
             continue
+        if key == "http":
+            # prometheus-fastapi-instrumentator's counter; only inference calls (POST /v1/*), not /metrics,
+            # /health or model listings.
+            if (
+                labels.get("method") == "POST"
+                and labels.get("handler", "").startswith("/v1/")
+                and not math.isnan(value)
+            ):
+                http[labels.get("status", "unknown")] += value
+            continue
         seen_vllm = True
         if math.isnan(value):
             continue
         model = labels.get("model_name", "")
         if key == "finished":
             finished[model][labels.get("finished_reason", "unknown")] += value
+        elif key == "admission_rejections":
+            rejected[model][labels.get("reason", "unknown")] += value
         elif key == "cache_config":
             capacity, per_token = _kv_capacity(labels)
             if capacity is not None:
@@ -157,7 +175,7 @@ def parse(text: str) -> EngineReading:
     if not seen_vllm:
         raise EngineParseError("parse_error", "no vllm: series in the body: not a vLLM /metrics endpoint")
     models: dict[str, ModelReading] = {}
-    for model in set(per_model) | set(finished):
+    for model in set(per_model) | set(finished) | set(rejected):
         if not model:
             continue  # cache_config_info of old versions has no model label; it is attached below
         values = per_model.get(model, {})
@@ -170,8 +188,9 @@ def parse(text: str) -> EngineReading:
             kv_bytes_per_token=kv_bytes.get(model) or kv_bytes.get("") or None,
             counters={k: sum(values[k]) for k in COUNTER_FIELDS if values.get(k)},
             finished=dict(finished.get(model, {})),
+            rejected=dict(rejected.get(model, {})),
         )
-    return EngineReading(models, process_start)
+    return EngineReading(models, process_start, dict(http))
 
 
 def _kv_capacity(labels: dict[str, str]) -> tuple[float | None, float | None]:

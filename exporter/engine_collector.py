@@ -51,6 +51,8 @@ class EngineCollector(Collector):
         }
         counters = {field: counter(spec) for field, spec in _COUNTERS.items()}
         finished = counter(catalog.ENGINE_FINISHED)
+        rejected = counter(catalog.ENGINE_ADMISSION_REJECTIONS)
+        http = counter(catalog.ENGINE_HTTP_RESPONSES)
         with self.scraper.lock:
             for name, state in sorted(self.scraper.tracker.instances.items()):
                 known = sorted(state.last_reading.models) if state.last_reading else []
@@ -76,4 +78,9 @@ class EngineCollector(Collector):
                     counters[field].add_metric([name, state.label_of(model)], value)
                 for (model, reason), value in sorted(state.finished.items()):
                     finished.add_metric([name, state.label_of(model), reason], value)
-        yield from (up, *gauges.values(), *counters.values(), finished, restarts, ready, errors)
+                for (model, reason), value in sorted(state.rejected.items()):
+                    rejected.add_metric([name, state.label_of(model), reason], value)
+                http_model = state.label_of(known[0]) if len(known) == 1 else UNKNOWN
+                for (_, status), value in sorted(state.http_responses.items()):
+                    http.add_metric([name, http_model, status], value)
+        yield from (up, *gauges.values(), *counters.values(), finished, rejected, http, restarts, ready, errors)

@@ -40,6 +40,10 @@ class InstanceState:
     finished: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
     _raw: dict[tuple[str, str], float] = field(default_factory=dict)
     _raw_finished: dict[tuple[str, str], float] = field(default_factory=dict)
+    rejected: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
+    _raw_rejected: dict[tuple[str, str], float] = field(default_factory=dict)
+    http_responses: dict[tuple[str, str], float] = field(default_factory=dict)  # ("", status class) -> monotonic
+    _raw_http: dict[tuple[str, str], float] = field(default_factory=dict)
     history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
     absent_since: float | None = None  # left the topology at this time (not scraped since)
 
@@ -124,6 +128,8 @@ class EngineTracker:
                     _advance(state._raw, state.totals, (model, counter), m.counters[counter], restarted)
             for reason, value in m.finished.items():
                 _advance(state._raw_finished, state.finished, (model, reason), value, restarted)
+            for reason, value in m.rejected.items():
+                _advance(state._raw_rejected, state.rejected, (model, reason), value, restarted)
             history = state.history.setdefault(model, deque(maxlen=self.history_len))
             history.append(
                 CounterPoint(
@@ -132,6 +138,8 @@ class EngineTracker:
                     state.totals.get((model, "generation_tokens"), 0.0),
                 )
             )
+        for status, value in reading.http_responses.items():
+            _advance(state._raw_http, state.http_responses, ("", status), value, restarted)
         state.process_start_s = reading.process_start_time_s
         state.last_reading = reading
         state.last_success_s = now

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -63,6 +64,7 @@ class Exporter:
     """The running exporter: start() binds every listener or raises StartupError; stop() drains and exits."""
 
     settings: Settings
+    nvml: Any = None  # an NVML module to use instead of pynvml (the simulator's, a benchmark's)
     pipeline: SpanPipeline = field(init=False)
     registry: CollectorRegistry = field(init=False)
     scraper: EngineScraper = field(init=False)
@@ -76,7 +78,11 @@ class Exporter:
         self.pipeline = build_pipeline(self.settings)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(self.pipeline))
-        self.gpus = GpuSampler.from_settings(self.settings)
+        self.gpus = (
+            GpuSampler.from_settings(self.settings)
+            if self.nvml is None
+            else GpuSampler.from_settings(self.settings, nvml=self.nvml)
+        )
         self.registry.register(GpuCollector(self.gpus))
         try:
             self.topology = build_source(

@@ -46,6 +46,11 @@ def test_good_scrape_exposes_engine_series() -> None:
     assert total(text, catalog.ENGINE_GENERATION_TOKENS.name, labels) == 953
     assert total(text, catalog.ENGINE_KV_CAPACITY.name, labels) == 2097152
     assert total(text, catalog.ENGINE_FINISHED.name, {**labels, "finished_reason": "length"}) == 20
+    # http_requests_total of POST /v1/* only (not /metrics, /health, GET /v1/models): 16 + 4 2xx, 3 + 2 4xx
+    assert total(text, catalog.ENGINE_HTTP_RESPONSES.name, {**labels, "status_class": "2xx"}) == 20
+    assert total(text, catalog.ENGINE_HTTP_RESPONSES.name, {**labels, "status_class": "4xx"}) == 5
+    assert total(text, catalog.ENGINE_ADMISSION_REJECTIONS.name, labels) == 0
+    assert f'{catalog.ENGINE_ADMISSION_REJECTIONS.name}{{model="tiny",reason="max_num_queued_reqs"' in text
     for spec in catalog.ENGINE_METRICS:
         if spec is not catalog.ENGINE_STARTUP_PHASE:
             assert f"# TYPE {spec.name} {spec.kind.value}" in text, spec.name

@@ -1,0 +1,102 @@
+"""The exporter's own CPU and RSS at rest on a node with 8 vLLM instances and 8 GPUs (fake NVML).
+
+Runs the exporter in this process (so the fake NVML can be injected) with its real scraper, sampler, receivers
+and collectors; the 8 vLLM /metrics endpoints are served by another process. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from exporter.config import load_settings
+from exporter.server import Exporter
+from tests.fakes.nvml import FakeNvml
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mib() -> float:
+    """Resident set size of this process now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(seconds: float, instances: int, gpus: int) -> None:
+    """Start everything, let it idle (scrapes every 5 s, GPU samples every 1 s, a /metrics scrape every 15 s)."""
+    ports = [free_port() for _ in range(instances)]
+    fake = subprocess.Popen([sys.executable, str(HERE / "fake_vllm_metrics.py"), *map(str, ports)])
+    web_port = free_port()
+    try:
+        settings = load_settings(
+            {
+                "web_listen_address": f"127.0.0.1:{web_port}",
+                "otlp_http_listen_address": f"127.0.0.1:{free_port()}",
+                "otlp_grpc_listen_address": f"127.0.0.1:{free_port()}",
+                "instances": json.dumps(
+                    [{"url": f"http://127.0.0.1:{p}", "gpus": [str(i)]} for i, p in enumerate(ports)]
+                ),
+                "log_level": "warning",
+            }
+        )
+        exporter = Exporter(settings, nvml=FakeNvml.with_gpus(gpus))
+        await exporter.start()
+        async with httpx.AsyncClient() as client:
+            await asyncio.sleep(6)  # warm up: first scrapes and samples
+            text = (await client.get(f"http://127.0.0.1:{web_port}/metrics")).text
+            up = sum(1 for line in text.splitlines() if line.startswith("llm_engine_up{") and line.endswith(" 1.0"))
+            gpu_up = sum(1 for line in text.splitlines() if line.startswith("gpu_up{") and line.endswith(" 1.0"))
+            cpu0, t0 = cpu_seconds(), time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                await asyncio.sleep(15)
+                await client.get(f"http://127.0.0.1:{web_port}/metrics")
+            cpu = cpu_seconds() - cpu0
+            wall = time.monotonic() - t0
+        rss = rss_mib()
+        await exporter.stop()
+    finally:
+        fake.terminate()
+        fake.wait()
+    print("| instances up | GPUs up | seconds | exporter CPU (% of a core) | RSS MiB |")
+    print("|---|---|---|---|---|")
+    print(f"| {up}/{instances} | {gpu_up}/{gpus} | {wall:.0f} | {100 * cpu / wall:.2f} % | {rss:.0f} |")
+    print("(includes the fake NVML's own Python cost and this script's; Prometheus scrape every 15 s)")
+
+
+def main() -> None:
+    """Parse arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--instances", type=int, default=8)
+    parser.add_argument("--gpus", type=int, default=8)
+    args = parser.parse_args()
+    asyncio.run(run(args.seconds, args.instances, args.gpus))
+
+
+if __name__ == "__main__":
+    main()
