@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from exporter.config import load_settings
+from exporter.fake_nvml import FakeNvml
 from exporter.server import Exporter
-from tests.fakes.nvml import FakeNvml
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fakes when run as a script
 
+from exporter.fake_nvml import GIB, FakeNvml
 from exporter.gpu_sampler import GpuSampler
-from tests.fakes.nvml import GIB, FakeNvml
 
 
 def busy_fake(gpus: int) -> FakeNvml:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from exporter import catalog
+from exporter.attribution import kv_token_seconds
 from exporter.records import OTHER, UNKNOWN, RequestSpan
 
 RESERVED_LABEL_VALUES = frozenset({UNKNOWN, OTHER})
@@ -54,14 +55,22 @@ class Histogram:
         return out
 
 
+THROTTLED_HISTOGRAMS = (catalog.TTFT.name, catalog.TPOT.name)
+
+
 @dataclass(slots=True)
 class RequestSeries:
-    """Everything observed for one (model, tenant)."""
+    """Everything observed for one (model, tenant).
+
+    `histograms` holds every latency histogram over all requests; `by_throttle` holds TTFT and TPOT again, split
+    by whether the GPU was throttled, which is how they are exposed."""
 
     histograms: dict[str, Histogram]
+    by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    kv_token_seconds: dict[str, float] = field(default_factory=lambda: {"prefill": 0.0, "decode": 0.0})
 
 
 @dataclass(slots=True)
@@ -117,16 +126,26 @@ class RequestAggregator:
                 self.series[key] = series
         return series
 
-    def observe(self, span: RequestSpan, tenant: str) -> None:
-        """Count one finished sequence under its model and tenant."""
+    def _throttle_histogram(self, series: RequestSeries, name: str, throttled: str) -> Histogram:
+        hist = series.by_throttle.get((name, throttled))
+        if hist is None:
+            hist = series.by_throttle[(name, throttled)] = Histogram(self.buckets[name])
+        return hist
+
+    def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown") -> None:
+        """Count one finished sequence under its model and tenant (and, for TTFT and TPOT, throttled or not)."""
         series = self._series(span.model, tenant)
         series.requests += 1
         series.input_tokens += span.prompt_tokens
         series.output_tokens += span.completion_tokens
+        kv = series.kv_token_seconds
+        for phase, value in kv_token_seconds(span).items():
+            kv[phase] += value
         h = series.histograms
         trace_id = span.trace_id
         ts = span.end_time_ns / 1e9
         h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
+        self._throttle_histogram(series, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
         h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
         h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
         h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
@@ -134,6 +153,7 @@ class RequestAggregator:
         tpot = span.tpot_s
         if tpot is not None:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)
+            self._throttle_histogram(series, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
 
     @property
     def overflow(self) -> dict[str, int]:

@@ -37,6 +37,7 @@ class MetricSpec:
 
 
 REQUEST_LABELS = ("model", "tenant")
+THROTTLE_LABELS = ("model", "tenant", "throttled")
 
 # Bucket defaults are finer than vLLM's at the low end and contain the usual SLO thresholds
 # (TTFT 0.1, 0.25, 0.5, 1, 2.5 s; TPOT 0.01 .. 0.2 s), since SLO alerts need the threshold to be a bucket edge.
@@ -44,8 +45,9 @@ TTFT = MetricSpec(
     "llm_request_time_to_first_token_seconds",
     Kind.HISTOGRAM,
     "Time from request arrival at the vLLM API server to its first output token (span gen_ai.latency."
-    "time_to_first_token).",
-    REQUEST_LABELS,
+    "time_to_first_token). throttled: whether a GPU of its instance reported a clock-event reason other than "
+    "idle while it ran (unknown without GPU data).",
+    THROTTLE_LABELS,
     (
         0.005,
         0.01,
@@ -79,8 +81,8 @@ TPOT = MetricSpec(
     "llm_request_time_per_output_token_seconds",
     Kind.HISTOGRAM,
     "Mean time per output token after the first: decode time / (completion tokens - 1). Not observed for "
-    "sequences with at most one output token.",
-    REQUEST_LABELS,
+    "sequences with at most one output token. throttled: as for TTFT.",
+    THROTTLE_LABELS,
     (
         0.001,
         0.0025,
@@ -374,6 +376,92 @@ ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_SCRAPE_ERRORS,
 )
 
+# --- Attribution (who used the GPU) ---
+ATTRIBUTION_LABELS = ("model", "tenant", "phase")
+GPU_SECONDS = MetricSpec(
+    "llm_gpu_seconds_total",
+    Kind.COUNTER,
+    "GPU time attributed to requests: each instance's GPUs x time, split over its requests by their token work "
+    "(phase = prefill or decode). Usage basis; add llm_gpu_idle_seconds_total for allocation.",
+    ATTRIBUTION_LABELS,
+)
+ENERGY = MetricSpec(
+    "llm_energy_joules_total",
+    Kind.COUNTER,
+    "GPU energy (NVML energy counter) attributed to requests by their token work, by phase.",
+    ATTRIBUTION_LABELS,
+)
+COST = MetricSpec(
+    "llm_cost_usd_total",
+    Kind.COUNTER,
+    "Dollars attributed to requests: their GPU-seconds at the GPU's hourly price plus their energy at the kWh "
+    "price, by phase.",
+    ATTRIBUTION_LABELS,
+)
+KV_TOKEN_SECONDS = MetricSpec(
+    "llm_kv_token_seconds_total",
+    Kind.COUNTER,
+    "Integral of each request's resident KV-cache tokens over its prefill and decode: the memory bill of long context.",
+    ATTRIBUTION_LABELS,
+)
+IDLE_SECONDS = MetricSpec(
+    "llm_gpu_idle_seconds_total",
+    Kind.COUNTER,
+    "GPU time with no token work: intervals where the instance's counters did not move, or GPUs no vLLM uses.",
+    ("gpu",),
+)
+IDLE_ENERGY = MetricSpec(
+    "llm_idle_energy_joules_total", Kind.COUNTER, "GPU energy of idle time (see llm_gpu_idle_seconds_total).", ("gpu",)
+)
+IDLE_COST = MetricSpec("llm_idle_cost_usd_total", Kind.COUNTER, "Dollars of idle GPU time and energy.", ("gpu",))
+UNATTRIBUTED_SECONDS = MetricSpec(
+    "llm_gpu_unattributed_seconds_total",
+    Kind.COUNTER,
+    "GPU time with token work that no request was charged for: reason unclaimed (its spans never came within the "
+    "retention window) or gpu_down (the GPU did not answer, so nothing could be measured).",
+    ("gpu", "reason"),
+)
+UNATTRIBUTED_ENERGY = MetricSpec(
+    "llm_unattributed_energy_joules_total",
+    Kind.COUNTER,
+    "GPU energy not charged to any request (reasons as llm_gpu_unattributed_seconds_total).",
+    ("gpu", "reason"),
+)
+UNATTRIBUTED_COST = MetricSpec(
+    "llm_unattributed_cost_usd_total",
+    Kind.COUNTER,
+    "Dollars not charged to any request (reasons as llm_gpu_unattributed_seconds_total).",
+    ("gpu", "reason"),
+)
+PENDING_ENERGY = MetricSpec(
+    "llm_attribution_pending_joules",
+    Kind.GAUGE,
+    "GPU energy measured in intervals still inside the retention window and not yet claimed by a request: it "
+    "becomes attributed when spans arrive, or unattributed when the interval leaves the window.",
+    ("gpu",),
+)
+ATTRIBUTION_SPANS = MetricSpec(
+    "llm_exporter_attribution_spans_total",
+    Kind.COUNTER,
+    "Request spans by attribution outcome: charged, partial (part of its window was before the exporter's "
+    "data), late (its window left the retention window first), no_instance, no_gpus, overflow.",
+    ("outcome",),
+)
+ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
+    GPU_SECONDS,
+    ENERGY,
+    COST,
+    KV_TOKEN_SECONDS,
+    IDLE_SECONDS,
+    IDLE_ENERGY,
+    IDLE_COST,
+    UNATTRIBUTED_SECONDS,
+    UNATTRIBUTED_ENERGY,
+    UNATTRIBUTED_COST,
+    PENDING_ENERGY,
+    ATTRIBUTION_SPANS,
+)
+
 # --- GPU (NVML sampler) ---
 GPU_LABELS = ("gpu", "index")  # gpu = NVML UUID (stable across reboots), index = NVML index (0..N-1 on the node)
 _GPU = "Labels: gpu = NVML UUID, index = NVML index."
@@ -554,6 +642,7 @@ ALL: tuple[MetricSpec, ...] = (
     TOKENS,
     *SELF_METRICS,
     *ENGINE_METRICS,
+    *ATTRIBUTION_METRICS,
     *GPU_METRICS,
     *TOPOLOGY_METRICS,
 )

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter import __version__, catalog
+from exporter.aggregate import THROTTLED_HISTOGRAMS, Histogram
 from exporter.catalog import Kind, MetricSpec
 from exporter.pipeline import SpanPipeline
 
@@ -60,11 +61,23 @@ class PipelineCollector(Collector):
         yield from self._request_families()
         yield from self._self_families()
 
+    def _buckets(self, name: str, hist: Histogram) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
+        buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+        total = 0
+        for edge, count, ex in zip(self._edges[name], hist.counts, hist.exemplars, strict=True):
+            total += count
+            if ex is None:
+                buckets.append((edge, total))
+            else:
+                buckets.append((edge, total, Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)))
+        return buckets
+
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
         hists = {spec.name: histogram(spec) for spec in catalog.LATENCY_HISTOGRAMS}
         requests = counter(catalog.REQUESTS)
         tokens = counter(catalog.TOKENS)
+        kv = counter(catalog.KV_TOKEN_SECONDS)
         with self.pipeline.lock:
             for (model, tenant), series in agg.series.items():
                 labels = [model, tenant]
@@ -72,23 +85,19 @@ class PipelineCollector(Collector):
                 tokens.add_metric([model, tenant, "input"], series.input_tokens)
                 tokens.add_metric([model, tenant, "output"], series.output_tokens)
                 for name, hist in series.histograms.items():
-                    edges = self._edges[name]
-                    buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
-                    total = 0
-                    for edge, count, ex in zip(edges, hist.counts, hist.exemplars, strict=True):
-                        total += count
-                        if ex is None:
-                            buckets.append((edge, total))
-                        else:
-                            exemplar = Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)
-                            buckets.append((edge, total, exemplar))
-                    hists[name].add_metric(labels, buckets, hist.sum)
+                    if name not in THROTTLED_HISTOGRAMS:
+                        hists[name].add_metric(labels, self._buckets(name, hist), hist.sum)
+                for (name, throttled), hist in series.by_throttle.items():
+                    hists[name].add_metric([*labels, throttled], self._buckets(name, hist), hist.sum)
+                for phase, value in series.kv_token_seconds.items():
+                    kv.add_metric([model, tenant, phase], value)
             overflow = agg.overflow
             pending = self.pipeline.joiner.pending
             startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
         yield requests
         yield tokens
+        yield kv
         label_overflow = counter(catalog.LABEL_OVERFLOW)
         for label, count in sorted(overflow.items()):
             label_overflow.add_metric([label], count)

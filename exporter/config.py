@@ -38,6 +38,9 @@ def _buckets(spec: catalog.MetricSpec, short: str) -> Any:
 
 
 FloatList = Annotated[list[float], NoDecode]
+PriceMap = Annotated[dict[str, float], NoDecode]
+# Rough on-demand cloud prices in 2026 ($ per GPU-hour); a placeholder for users' own rates.
+DEFAULT_GPU_PRICES = {"B200": 6.0, "H200": 4.0, "H100": 3.0, "A100": 1.8, "L40S": 1.2, "A10": 1.0, "L4": 0.8}
 StrList = Annotated[list[str], NoDecode]
 StrMap = Annotated[dict[str, str], NoDecode]
 
@@ -235,6 +238,31 @@ class Settings(BaseSettings):
         description="How long GPU samples are kept for attribution (long requests + span delay).",
         json_schema_extra=_flag("gpu.retention-seconds"),
     )
+    gpu_price_per_hour: PriceMap = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_PRICES),
+        description="Dollars per GPU-hour by GPU product, matched as a substring of NVML's product name (longest "
+        "first): 'H100=3.0,A100=1.8' or a JSON object. Defaults are rough on-demand cloud rates: set yours.",
+        json_schema_extra=_flag("price.gpu-per-hour"),
+    )
+    gpu_price_default_per_hour: float = Field(
+        2.0,
+        ge=0,
+        description="Dollars per GPU-hour for a product not in gpu_price_per_hour.",
+        json_schema_extra=_flag("price.gpu-default-per-hour"),
+    )
+    energy_price_per_kwh: float = Field(
+        0.0,
+        ge=0,
+        description="Dollars per kWh of GPU energy, added to the GPU-hour price (0: included in it).",
+        json_schema_extra=_flag("price.energy-per-kwh"),
+    )
+    attribution_prefill_weight: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Weight of a prompt (prefill) token against an output (decode) token when splitting GPU time.",
+        json_schema_extra=_flag("attribution.prefill-weight"),
+    )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",
@@ -249,7 +277,7 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else []
         return value
 
-    @field_validator("model_map", mode="before")
+    @field_validator("model_map", "gpu_price_per_hour", mode="before")
     @classmethod
     def _parse_map(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -261,7 +289,7 @@ class Settings(BaseSettings):
             for pair in pairs:
                 key, sep, mapped = pair.partition("=")
                 if not sep or not key.strip() or not mapped.strip():
-                    raise ValueError(f"expected 'value=model' pairs, got {pair!r}")
+                    raise ValueError(f"expected 'key=value' pairs, got {pair!r}")
                 out[key.strip()] = mapped.strip()
             return out
         return value

@@ -48,18 +48,21 @@ class BodyDecodeError(ValueError):
     """The export request body as a whole could not be decoded."""
 
 
-SenderModel = Callable[[dict[str, str], str | None], str | None]
+# (resource attributes, peer address) -> (instance id, its model or None), or None when no instance matches.
+SenderLookup = Callable[[dict[str, str], str | None], tuple[str, str | None] | None]
 
 
 @dataclass(frozen=True)
 class DecodeRules:
     """How to read model and tenant from a span and its resource, and the per-span attribute limit.
 
-    `sender_model` maps a sender (resource attributes, peer address) to the model of the vLLM instance it is,
-    from the topology; when it knows none, `model_attribute` (through `model_map`) names the model.
+    `sender` maps a sender (resource attributes, peer address) to the vLLM instance it is and that instance's
+    model, from the topology; when it knows no model, `model_attribute` (through `model_map`) names it, and
+    `instance_of_model` finds the instance of a sender the topology did not recognise by that model.
     """
 
-    sender_model: SenderModel | None = None
+    sender: SenderLookup | None = None
+    instance_of_model: Callable[[str], str] | None = None
     model_attribute: str = "service.name"
     model_map: Mapping[str, str] = field(default_factory=dict)
     tenant_keys: Sequence[str] = ("tenant.id",)
@@ -158,13 +161,15 @@ def _resource_dict(attributes: Any, limit: int) -> dict[str, str]:
     return out
 
 
-def _model(resource_attrs: Any, rules: DecodeRules, peer: str | None) -> str:
-    if rules.sender_model is not None:
-        known = rules.sender_model(_resource_dict(resource_attrs, rules.max_attributes), peer)
-        if known is not None:
-            return _label(known)
+def _model_and_instance(resource_attrs: Any, rules: DecodeRules, peer: str | None) -> tuple[str, str]:
+    found = rules.sender(_resource_dict(resource_attrs, rules.max_attributes), peer) if rules.sender else None
+    if found is not None and found[1] is not None:
+        return _label(found[1]), found[0]
     raw = _find(resource_attrs, (rules.model_attribute,), rules.max_attributes)
-    return UNKNOWN if raw is None else _label(rules.model_map.get(raw, raw))
+    model = UNKNOWN if raw is None else _label(rules.model_map.get(raw, raw))
+    if found is not None:
+        return model, found[0]
+    return model, rules.instance_of_model(model) if rules.instance_of_model else ""
 
 
 def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | None = None) -> DecodedBatch:
@@ -176,7 +181,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
     limit = rules.max_attributes
     for resource_spans in request.resource_spans:
         resource_attrs = resource_spans.resource.attributes
-        model = _model(resource_attrs, rules, peer)
+        model, instance = _model_and_instance(resource_attrs, rules, peer)
         resource_tenant = _find(resource_attrs, tenant_keys, limit) if tenant_keys else None
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -191,7 +196,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
                     if tenant is not None and len(span.trace_id) == 16:
                         batch.hints.append(TenantHint(span.trace_id, tenant))
                     continue
-                record = _request_record(span, model, resource_tenant, tenant_keys, limit, batch)
+                record = _request_record(span, model, instance, resource_tenant, tenant_keys, limit, batch)
                 if record is not None:
                     batch.requests.append(record)
     return batch
@@ -200,6 +205,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
 def _request_record(
     span: Any,
     model: str,
+    instance: str,
     resource_tenant: str | None,
     tenant_keys: tuple[str, ...],
     limit: int,
@@ -278,4 +284,5 @@ def _request_record(
         decode,  # type: ignore[arg-type]
         prompt,  # type: ignore[arg-type]
         completion,  # type: ignore[arg-type]
+        instance,
     )

@@ -12,9 +12,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from exporter.aggregate import Deduplicator, RequestAggregator
-from exporter.records import OTHER, DecodedBatch
+from exporter.records import OTHER, DecodedBatch, RequestSpan
 from exporter.tenancy import Resolved, TenantJoiner
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,22 @@ class PipelineOptions:
     model_cap: int = 64
     dedup_capacity: int = 131_072
     buckets: Mapping[str, Sequence[float]] | None = None
+
+
+class RequestHook(Protocol):
+    """What the pipeline asks of the attribution stage, in its worker thread and under its lock."""
+
+    def throttled(self, span: RequestSpan) -> str:
+        """The throttled label of a request."""
+        ...
+
+    def submit(self, span: RequestSpan, tenant: str) -> None:
+        """Queue a request for charging."""
+        ...
+
+    def tick(self, force: bool = False) -> None:
+        """Advance the attribution (rate-limited unless forced)."""
+        ...
 
 
 class SelfStats:
@@ -65,6 +82,7 @@ class SpanPipeline:
         self.joiner = TenantJoiner(options.tenant_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
         self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
+        self.attribution: RequestHook | None = None
         self._queue: deque[DecodedBatch] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -137,11 +155,18 @@ class SpanPipeline:
         now = self.clock()
         with self.lock:
             self._observe(self.joiner.expire(now))
+            if self.attribution is not None:
+                self.attribution.tick()
 
     def _observe(self, released: list[Resolved]) -> None:
         sources: Counter[str] = Counter()
+        hook = self.attribution
         for item in released:
-            self.aggregator.observe(item.span, item.tenant)
+            if hook is None:
+                self.aggregator.observe(item.span, item.tenant)
+            else:
+                self.aggregator.observe(item.span, item.tenant, hook.throttled(item.span))
+                hook.submit(item.span, item.tenant)
             sources[item.source] += 1
         if sources:
             with self.stats.lock:

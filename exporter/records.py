@@ -33,6 +33,7 @@ class RequestSpan(NamedTuple):
     decode_s: float
     prompt_tokens: int
     completion_tokens: int
+    instance: str = ""  # the vLLM instance that sent it, when the topology knows ("" otherwise)
 
     @property
     def tpot_s(self) -> float | None:

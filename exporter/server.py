@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,16 +14,18 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import otlp_grpc
+from exporter.attribution_collector import AttributionCollector
+from exporter.attribution_stage import AttributionStage
 from exporter.collector import PipelineCollector
 from exporter.config import Settings, parse_address
 from exporter.engine_collector import EngineCollector
 from exporter.engine_scraper import EngineScraper, ScrapeTarget
 from exporter.gpu_collector import GpuCollector
 from exporter.gpu_sampler import GpuSampler
-from exporter.otlp_decode import DecodeRules, SenderModel
+from exporter.otlp_decode import DecodeRules, SenderLookup
 from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
-from exporter.topology import SpanSender, TopologyConfigError, TopologySource, match_sender
+from exporter.topology import Instance, SpanSender, TopologyConfigError, TopologySource, match_sender
 from exporter.topology_collector import TopologyCollector
 from exporter.topology_sources import build_source, compute_processes
 from exporter.web import metrics_app
@@ -48,10 +51,13 @@ def build_pipeline(settings: Settings) -> SpanPipeline:
     )
 
 
-def decode_rules(settings: Settings, sender_model: SenderModel | None = None) -> DecodeRules:
-    """How spans are read, from settings (and the topology, through `sender_model`)."""
+def decode_rules(
+    settings: Settings, sender: SenderLookup | None = None, instance_of_model: Callable[[str], str] | None = None
+) -> DecodeRules:
+    """How spans are read, from settings (and the topology, through `sender` and `instance_of_model`)."""
     return DecodeRules(
-        sender_model=sender_model,
+        sender=sender,
+        instance_of_model=instance_of_model,
         model_attribute=settings.model_attribute,
         model_map=dict(settings.model_map),
         tenant_keys=tuple(settings.tenant_attribute_keys),
@@ -70,6 +76,7 @@ class Exporter:
     scraper: EngineScraper = field(init=False)
     gpus: GpuSampler = field(init=False)
     topology: TopologySource = field(init=False)
+    attribution: AttributionStage = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -97,19 +104,28 @@ class Exporter:
             self.settings.engine_scrape_timeout_seconds,
         )
         self.registry.register(EngineCollector(self.scraper))
+        self.attribution = AttributionStage(self.settings, self.topology, self.scraper, self.gpus)
+        self.pipeline.attribution = self.attribution
+        self.registry.register(AttributionCollector(self.pipeline, self.attribution))
 
-    def model_of_sender(self, resource: dict[str, str], peer: str | None) -> str | None:
-        """The model label of the vLLM instance that sent a span: its configured model, else the one model its
-        /metrics serves; None when the sender matches no instance (the resource attribute then decides)."""
-        instance = match_sender(self.topology.current().instances, SpanSender.from_resource(resource, peer))
-        if instance is None:
-            return None
+    def _model_of(self, instance: Instance) -> str | None:
+        """An instance's model: configured, else the one model its /metrics serves."""
         if instance.model:
             return instance.model
         with self.scraper.lock:
             state = self.scraper.tracker.instances.get(instance.id)
             served = sorted(state.last_reading.models) if state and state.last_reading else []
         return served[0] if len(served) == 1 else None
+
+    def sender(self, resource: dict[str, str], peer: str | None) -> tuple[str, str | None] | None:
+        """The vLLM instance that sent a span (and its model), or None when the sender matches none."""
+        instance = match_sender(self.topology.current().instances, SpanSender.from_resource(resource, peer))
+        return None if instance is None else (instance.id, self._model_of(instance))
+
+    def instance_of_model(self, model: str) -> str:
+        """The one instance serving `model` (for senders the topology cannot tell apart), or ""."""
+        found = [i.id for i in self.topology.current().instances if self._model_of(i) == model]
+        return found[0] if len(found) == 1 else ""
 
     def readiness(self) -> str | None:
         """None when every receiver is listening and the worker runs; else why not."""
@@ -134,7 +150,7 @@ class Exporter:
         """Start the worker and bind every listener."""
         s = self.settings
         self.pipeline.start()
-        rules = decode_rules(s, self.model_of_sender)
+        rules = decode_rules(s, self.sender, self.instance_of_model)
         await self._site(metrics_app(self.registry, self.readiness), s.web_listen_address, "/metrics")
         if s.otlp_http_listen_address:
             receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes)

@@ -182,14 +182,19 @@ def test_any_attribute_values_give_a_record_or_one_counted_rejection(changes: li
 def test_topology_names_the_model_of_a_known_sender_before_the_resource_attribute() -> None:
     seen: list[tuple[dict[str, str], str | None]] = []
 
-    def sender_model(resource: dict[str, str], peer: str | None) -> str | None:
+    def sender(resource: dict[str, str], peer: str | None) -> tuple[str, str | None] | None:
         seen.append((resource, peer))
-        return "llama-3-8b" if resource.get("vllm.process_id") == "14512" else None
+        return ("pod-a", "llama-3-8b") if resource.get("vllm.process_id") == "14512" else None
 
-    rules = DecodeRules(sender_model=sender_model, model_map={"vllm-tiny": "mapped"})
+    rules = DecodeRules(
+        sender=sender,
+        instance_of_model=lambda m: "only-one" if m == "mapped" else "",
+        model_map={"vllm-tiny": "mapped"},
+    )
     [known] = flatten(request_of([sample_request_spans()[0]]), rules, peer="ipv4:10.1.2.3:5555").requests
-    assert known.model == "llama-3-8b"
+    assert (known.model, known.instance) == ("llama-3-8b", "pod-a")
     assert seen == [(seen[0][0], "ipv4:10.1.2.3:5555")] and seen[0][0]["service.name"] == "vllm-tiny"
     other = Resource(attributes=[kv("service.name", "vllm-tiny"), kv("vllm.process_id", "999")])
     [unknown_sender] = flatten(request_of([sample_request_spans()[0]], other), rules).requests
-    assert unknown_sender.model == "mapped"  # no instance matched: the attribute through the map decides
+    # No instance matched: the attribute through the map names the model, and the model its instance.
+    assert (unknown_sender.model, unknown_sender.instance) == ("mapped", "only-one")

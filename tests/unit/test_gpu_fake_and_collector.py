@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import catalog
+from exporter.fake_nvml import GIB, FakeNvml
 from exporter.gpu_collector import GpuCollector
 from exporter.gpu_sampler import GpuSampler
-from tests.fakes.nvml import GIB, FakeNvml
 
 
 def test_fake_functions_have_pynvml_names_and_parameters() -> None:

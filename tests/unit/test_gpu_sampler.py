@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import load_settings
+from exporter.fake_nvml import GIB, FakeNvml
 from exporter.gpu_collector import GpuCollector
 from exporter.gpu_records import CLOCK_EVENT_REASON_NAMES
 from exporter.gpu_sampler import GpuSampler
-from tests.fakes.nvml import GIB, FakeNvml
 from tests.support.prom import by_label, samples, total
 
 GPU_LOGGER = "exporter.gpu"

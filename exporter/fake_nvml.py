@@ -9,6 +9,9 @@ memory, utilisation, clocks, temperatures, clock event reasons, processes, GPM b
 a clock (`now`) that only `advance()` moves. Energy and GPM counters integrate the state over that clock
 exactly: energy_mJ = ∫ power dt, so a test knows the true joules of any interval.
 
+A package module (not test-only code) because the simulator (`exporter.sim`) builds its load-following NVML on
+it: a subclass overrides `refresh()`, which every NVML call runs first, to bring the GPUs' state to its clock.
+
     fake = FakeNvml.with_gpus(8)
     sampler = GpuSampler(nvml=fake, clock=fake.time)
     fake.gpus[3].power_w = 450.0
@@ -118,10 +121,14 @@ class FakeNvml:
             raise AttributeError(f"FakeNvml has no {name}")
         return value
 
+    def refresh(self) -> None:
+        """Bring the GPUs' state up to date before an NVML call answers; a no-op here (tests set state directly)."""
+
     # --- internals ---
 
     def _enter(self, name: str) -> None:
         self.calls[name] += 1
+        self.refresh()
         if self.library_missing:
             raise pynvml.NVMLError_Uninitialized()
         if not self.initialised:

@@ -1,0 +1,155 @@
+"""Feeds the pure Attributor from the live sources: topology, engine counter history and GPU samples."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from exporter.attribution import Attributor, InstanceInputs, Pricing, request_window, throttled
+from exporter.config import Settings
+from exporter.engine_scraper import EngineScraper
+from exporter.engine_state import CounterPoint
+from exporter.gpu_records import GpuSample
+from exporter.gpu_sampler import GpuSampler
+from exporter.records import RequestSpan
+from exporter.topology import TopologySource
+
+
+def _energy_at(samples: list[GpuSample], t: float) -> float | None:
+    """Energy at `t`, interpolated between the samples around it; None unless both are up and known."""
+    before = after = None
+    for sample in samples:
+        if sample.timestamp <= t:
+            before = sample
+        elif after is None:
+            after = sample
+            break
+    if before is None or after is None or before.energy_joules is None or after.energy_joules is None:
+        return None
+    if not (before.up and after.up):
+        return None
+    span = after.timestamp - before.timestamp
+    return before.energy_joules + (after.energy_joules - before.energy_joules) * (t - before.timestamp) / span
+
+
+class AttributionStage:
+    """Runs in the span pipeline's worker (under its lock): classifies requests, closes intervals, charges."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topology: TopologySource,
+        scraper: EngineScraper,
+        gpus: GpuSampler,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topology = topology
+        self.scraper = scraper
+        self.gpus = gpus
+        self.clock = clock
+        self.sample_interval_s = settings.gpu_sample_interval_seconds
+        pricing = Pricing(
+            dict(settings.gpu_price_per_hour), settings.gpu_price_default_per_hour, settings.energy_price_per_kwh
+        )
+        self.attributor = Attributor(
+            pricing, self._product, settings.attribution_prefill_weight, settings.gpu_retention_seconds
+        )
+        self._last_tick = 0.0
+
+    def _product(self, uuid: str) -> str:
+        for identity in self.gpus.identities:
+            if identity.uuid == uuid:
+                return identity.name
+        return ""
+
+    def _uuids(self, given: tuple[str, ...]) -> tuple[str, ...]:
+        """Instance GPUs as NVML UUIDs (the config and the topology may give indexes)."""
+        by_index = {str(i.index): i.uuid for i in self.gpus.identities}
+        known = {i.uuid for i in self.gpus.identities}
+        out = []
+        for gpu in given:
+            uuid = by_index.get(gpu, gpu)
+            if uuid in known:
+                out.append(uuid)
+        return tuple(out)
+
+    def gpus_of(self, instance: str) -> tuple[str, ...]:
+        """The GPUs (UUIDs) of an instance, as far as NVML knows them."""
+        found = self.topology.current().by_id(instance)
+        return self._uuids(found.gpus) if found is not None else ()
+
+    def throttled(self, span: RequestSpan) -> str:
+        """Whether a GPU of the request's instance was throttled while it ran ("unknown" without data)."""
+        start, end = request_window(span)
+        reasons = [
+            sample.clock_event_reasons
+            for gpu in self.gpus_of(span.instance)
+            for sample in self.gpus.samples_between(gpu, start - self.sample_interval_s, end + self.sample_interval_s)
+            if sample.up
+        ]
+        return throttled(reasons)
+
+    def submit(self, span: RequestSpan, tenant: str) -> None:
+        """Queue a request for charging."""
+        if not self.gpus.enabled:
+            return
+        self.attributor.submit(span.instance, span, tenant, has_gpus=bool(self.gpus_of(span.instance)))
+
+    def _points(self, instance: str) -> tuple[CounterPoint, ...]:
+        with self.scraper.lock:
+            state = self.scraper.tracker.instances.get(instance)
+            if state is None:
+                return ()
+            histories = [list(h) for h in state.history.values()]
+        if len(histories) == 1:
+            return tuple(histories[0])
+        merged: dict[float, CounterPoint] = {}  # several served models: points of one scrape share its time
+        for history in histories:
+            for p in history:
+                prior = merged.get(p.timestamp_s)
+                merged[p.timestamp_s] = (
+                    p
+                    if prior is None
+                    else CounterPoint(
+                        p.timestamp_s,
+                        prior.prompt_tokens + p.prompt_tokens,
+                        prior.generation_tokens + p.generation_tokens,
+                    )
+                )
+        return tuple(merged[t] for t in sorted(merged))
+
+    def tick(self, force: bool = False) -> None:
+        """Close intervals, count unassigned GPUs as idle, charge ready requests, expire old intervals."""
+        now = self.clock()
+        if not self.gpus.enabled or (not force and now - self._last_tick < 1.0):
+            return
+        self._last_tick = now
+        window = 3 * self.sample_interval_s
+
+        def energy_at(gpu: str, t: float) -> float | None:
+            return _energy_at(self.gpus.samples_between(gpu, t - window, t + window), t)
+
+        def gpu_down(gpu: str, start: float, end: float) -> bool:
+            return any(not s.up for s in self.gpus.samples_between(gpu, start, end))
+
+        assigned: set[str] = set()
+        for instance in self.topology.current().instances:
+            uuids = self._uuids(instance.gpus)
+            assigned.update(uuids)
+            points = self._points(instance.id)
+            oldest = [self.gpus.samples_between(g, 0.0, now)[:1] for g in uuids]
+            since = max((s[0].timestamp for s in oldest if s), default=None)
+            if since is not None:
+                points = tuple(p for p in points if p.timestamp_s >= since)  # before the first GPU sample
+            self.attributor.close_intervals(InstanceInputs(instance.id, uuids, points), energy_at, gpu_down)
+        self.attributor.forget_assigned(assigned)
+
+        def latest(gpu: str) -> tuple[float, float] | None:
+            sample = self.gpus.latest(gpu)
+            if sample is None or not sample.up or sample.energy_joules is None:
+                return None
+            return sample.timestamp, sample.energy_joules
+
+        self.attributor.count_unassigned([i.uuid for i in self.gpus.identities if i.uuid not in assigned], latest)
+        self.attributor.charge_ready(now)
+        self.attributor.expire(now)

@@ -1,1 +1,0 @@
-"""Test doubles that present the same API as the real libraries (NVML)."""
