@@ -247,18 +247,19 @@ class Attributor:
 
     # --- requests ---
 
-    def submit(self, instance: str, span: RequestSpan, tenant: str, has_gpus: bool = True) -> None:
-        """Queue a request to be charged once the intervals of its window are closed."""
+    def submit(self, instance: str, span: RequestSpan, tenant: str, has_gpus: bool = True) -> bool:
+        """Queue a request to be charged once the intervals of its window are closed; False if it cannot be."""
         if not instance:
             self.spans["no_instance"] += 1
-            return
+            return False
         if not has_gpus:
             self.spans["no_gpus"] += 1
-            return
+            return False
         if len(self.pending) >= self.max_pending:
             self.spans["overflow"] += 1
-            return
+            return False
         self.pending.append((instance, span, tenant))
+        return True
 
     def charge_ready(self, now: float) -> list[Charge]:
         """Charge every pending request whose window is covered by closed intervals; drop those whose window

@@ -34,6 +34,10 @@ class AttributionCollector(Collector):
             counter(catalog.UNATTRIBUTED_COST),
         )
         pending, outcomes = gauge(catalog.PENDING_ENERGY), counter(catalog.ATTRIBUTION_SPANS)
+        forwarded = counter(catalog.FORWARDED_SPANS)
+        if self.stage.forwarder is not None:
+            for outcome, count in sorted(self.stage.forwarder.stats.items()):
+                forwarded.add_metric([outcome], count)
         a = self.stage.attributor
         with self.pipeline.lock:
             for (model, tenant, phase), amount in sorted(a.attributed.items()):
@@ -50,4 +54,4 @@ class AttributionCollector(Collector):
                 pending.add_metric([gpu], a.pending_amount(gpu).joules)
             for outcome, count in sorted(a.spans.items()):
                 outcomes.add_metric([outcome], count)
-        yield from (seconds, joules, usd, *idle, *lost, pending, outcomes)
+        yield from (seconds, joules, usd, *idle, *lost, pending, outcomes, forwarded)

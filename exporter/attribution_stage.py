@@ -5,13 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from exporter.attribution import Attributor, InstanceInputs, Pricing, request_window, throttled
+from exporter.attribution import (
+    Attributor,
+    Charge,
+    InstanceInputs,
+    Pricing,
+    kv_token_seconds,
+    request_window,
+    throttled,
+)
 from exporter.config import Settings
 from exporter.engine_scraper import EngineScraper
 from exporter.engine_state import CounterPoint
 from exporter.gpu_records import GpuSample
 from exporter.gpu_sampler import GpuSampler
 from exporter.records import RequestSpan
+from exporter.span_forwarder import AttributeValue, SpanForwarder
 from exporter.topology import TopologySource
 
 
@@ -42,6 +51,7 @@ class AttributionStage:
         scraper: EngineScraper,
         gpus: GpuSampler,
         clock: Callable[[], float] = time.time,
+        forwarder: SpanForwarder | None = None,
     ) -> None:
         self.topology = topology
         self.scraper = scraper
@@ -55,6 +65,8 @@ class AttributionStage:
             pricing, self._product, settings.attribution_prefill_weight, settings.gpu_retention_seconds
         )
         self._last_tick = 0.0
+        self.forwarder = forwarder
+        self._throttled: dict[bytes, str] = {}  # span key -> throttled label, for forwarding at charge time
 
     def _product(self, uuid: str) -> str:
         for identity in self.gpus.identities:
@@ -89,11 +101,31 @@ class AttributionStage:
         ]
         return throttled(reasons)
 
-    def submit(self, span: RequestSpan, tenant: str) -> None:
-        """Queue a request for charging."""
-        if not self.gpus.enabled:
+    def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
+        """Queue a request for charging; forward it at once if it cannot be charged."""
+        gpus = self.gpus_of(span.instance) if self.gpus.enabled else ()
+        self._throttled[span.key] = throttled
+        if self.gpus.enabled and self.attributor.submit(span.instance, span, tenant, has_gpus=bool(gpus)):
             return
-        self.attributor.submit(span.instance, span, tenant, has_gpus=bool(self.gpus_of(span.instance)))
+        self._throttled.pop(span.key, None)
+        self._forward(span, tenant, throttled, gpus, None)
+
+    def _forward(
+        self, span: RequestSpan, tenant: str, throttled: str, gpus: tuple[str, ...], charge: Charge | None
+    ) -> None:
+        if self.forwarder is None:
+            return
+        kv = kv_token_seconds(span)
+        extra: dict[str, AttributeValue] = {
+            "llm.gpu.uuids": gpus,
+            "llm.gpu.throttled": throttled,
+            "llm.kv.token_seconds": kv["prefill"] + kv["decode"],
+        }
+        if charge is not None:
+            extra["llm.energy.joules"] = sum(a.joules for a in charge.by_phase.values())
+            extra["llm.gpu.seconds"] = sum(a.gpu_seconds for a in charge.by_phase.values())
+            extra["llm.cost.usd"] = sum(a.usd for a in charge.by_phase.values())
+        self.forwarder.offer(span, tenant, extra)
 
     def _points(self, instance: str) -> tuple[CounterPoint, ...]:
         with self.scraper.lock:
@@ -151,5 +183,9 @@ class AttributionStage:
             return sample.timestamp, sample.energy_joules
 
         self.attributor.count_unassigned([i.uuid for i in self.gpus.identities if i.uuid not in assigned], latest)
-        self.attributor.charge_ready(now)
+        for charge in self.attributor.charge_ready(now):
+            throttled_label = self._throttled.pop(charge.span.key, "unknown")
+            self._forward(charge.span, charge.tenant, throttled_label, self.gpus_of(charge.span.instance), charge)
         self.attributor.expire(now)
+        if len(self._throttled) > 2 * self.attributor.max_pending:  # late or dropped requests never charged
+            self._throttled.clear()

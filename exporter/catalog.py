@@ -447,6 +447,13 @@ ATTRIBUTION_SPANS = MetricSpec(
     "data), late (its window left the retention window first), no_instance, no_gpus, overflow.",
     ("outcome",),
 )
+FORWARDED_SPANS = MetricSpec(
+    "llm_exporter_forwarded_spans_total",
+    Kind.COUNTER,
+    "Enriched llm_request spans re-emitted to the trace backend, by outcome: sent, dropped_queue_full, "
+    "dropped_export_failed (the backend was down or slow).",
+    ("outcome",),
+)
 ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
     GPU_SECONDS,
     ENERGY,
@@ -460,6 +467,7 @@ ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
     UNATTRIBUTED_COST,
     PENDING_ENERGY,
     ATTRIBUTION_SPANS,
+    FORWARDED_SPANS,
 )
 
 # --- GPU (NVML sampler) ---

@@ -263,6 +263,25 @@ class Settings(BaseSettings):
         description="Weight of a prompt (prefill) token against an output (decode) token when splitting GPU time.",
         json_schema_extra=_flag("attribution.prefill-weight"),
     )
+    forward_traces_endpoint: str = Field(
+        "",
+        description="OTLP endpoint to re-emit each llm_request span to, enriched with model, tenant, instance, "
+        "GPUs, joules, GPU-seconds, cost, KV token-seconds and GPU state (original trace and span ids kept); "
+        "empty: off. gRPC: http://HOST:4317; HTTP: http://HOST:4318/v1/traces.",
+        json_schema_extra=_flag("forward.traces-endpoint"),
+    )
+    forward_traces_protocol: str = Field(
+        "grpc",
+        pattern=r"^(grpc|http/protobuf)$",
+        description="grpc or http/protobuf.",
+        json_schema_extra=_flag("forward.traces-protocol"),
+    )
+    forward_queue_spans: int = Field(
+        2048,
+        ge=1,
+        description="Spans waiting to be forwarded; past it they are dropped and counted.",
+        json_schema_extra=_flag("forward.queue-spans"),
+    )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",

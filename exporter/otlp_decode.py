@@ -172,6 +172,10 @@ def _model_and_instance(resource_attrs: Any, rules: DecodeRules, peer: str | Non
     return model, rules.instance_of_model(model) if rules.instance_of_model else ""
 
 
+def _service_name(resource_attrs: Any, limit: int) -> str:
+    return _find(resource_attrs, ("service.name",), limit) or ""
+
+
 def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | None = None) -> DecodedBatch:
     """Turn a decoded export request into request records, tenant hints and counts, rejecting bad spans alone.
 
@@ -182,6 +186,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
     for resource_spans in request.resource_spans:
         resource_attrs = resource_spans.resource.attributes
         model, instance = _model_and_instance(resource_attrs, rules, peer)
+        service = _service_name(resource_attrs, limit)
         resource_tenant = _find(resource_attrs, tenant_keys, limit) if tenant_keys else None
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -196,7 +201,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
                     if tenant is not None and len(span.trace_id) == 16:
                         batch.hints.append(TenantHint(span.trace_id, tenant))
                     continue
-                record = _request_record(span, model, instance, resource_tenant, tenant_keys, limit, batch)
+                record = _request_record(span, model, instance, service, resource_tenant, tenant_keys, limit, batch)
                 if record is not None:
                     batch.requests.append(record)
     return batch
@@ -206,6 +211,7 @@ def _request_record(
     span: Any,
     model: str,
     instance: str,
+    service: str,
     resource_tenant: str | None,
     tenant_keys: tuple[str, ...],
     limit: int,
@@ -285,4 +291,5 @@ def _request_record(
         prompt,  # type: ignore[arg-type]
         completion,  # type: ignore[arg-type]
         instance,
+        service,
     )

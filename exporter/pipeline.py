@@ -42,8 +42,8 @@ class RequestHook(Protocol):
         """The throttled label of a request."""
         ...
 
-    def submit(self, span: RequestSpan, tenant: str) -> None:
-        """Queue a request for charging."""
+    def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
+        """Queue a request for charging (and forwarding)."""
         ...
 
     def tick(self, force: bool = False) -> None:
@@ -165,8 +165,9 @@ class SpanPipeline:
             if hook is None:
                 self.aggregator.observe(item.span, item.tenant)
             else:
-                self.aggregator.observe(item.span, item.tenant, hook.throttled(item.span))
-                hook.submit(item.span, item.tenant)
+                throttled = hook.throttled(item.span)
+                self.aggregator.observe(item.span, item.tenant, throttled)
+                hook.submit(item.span, item.tenant, throttled)
             sources[item.source] += 1
         if sources:
             with self.stats.lock:

@@ -34,6 +34,7 @@ class RequestSpan(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     instance: str = ""  # the vLLM instance that sent it, when the topology knows ("" otherwise)
+    service_name: str = ""  # the sender's resource service.name (for forwarding the span)
 
     @property
     def tpot_s(self) -> float | None:

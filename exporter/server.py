@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from exporter import otlp_grpc
@@ -25,6 +26,7 @@ from exporter.gpu_sampler import GpuSampler
 from exporter.otlp_decode import DecodeRules, SenderLookup
 from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.span_forwarder import SpanForwarder
 from exporter.topology import Instance, SpanSender, TopologyConfigError, TopologySource, match_sender
 from exporter.topology_collector import TopologyCollector
 from exporter.topology_sources import build_source, compute_processes
@@ -65,6 +67,23 @@ def decode_rules(
     )
 
 
+def build_forwarder(settings: Settings) -> SpanForwarder | None:
+    """The enriched-span forwarder, when an endpoint is configured."""
+    if not settings.forward_traces_endpoint:
+        return None
+    exporter: SpanExporter
+    if settings.forward_traces_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        insecure = settings.forward_traces_endpoint.startswith("http://")
+        exporter = GrpcExporter(endpoint=settings.forward_traces_endpoint, insecure=insecure, timeout=5)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter(endpoint=settings.forward_traces_endpoint, timeout=5)
+    return SpanForwarder(exporter, settings.forward_queue_spans)
+
+
 @dataclass
 class Exporter:
     """The running exporter: start() binds every listener or raises StartupError; stop() drains and exits."""
@@ -77,6 +96,7 @@ class Exporter:
     gpus: GpuSampler = field(init=False)
     topology: TopologySource = field(init=False)
     attribution: AttributionStage = field(init=False)
+    forwarder: SpanForwarder | None = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -104,7 +124,10 @@ class Exporter:
             self.settings.engine_scrape_timeout_seconds,
         )
         self.registry.register(EngineCollector(self.scraper))
-        self.attribution = AttributionStage(self.settings, self.topology, self.scraper, self.gpus)
+        self.forwarder = build_forwarder(self.settings)
+        self.attribution = AttributionStage(
+            self.settings, self.topology, self.scraper, self.gpus, forwarder=self.forwarder
+        )
         self.pipeline.attribution = self.attribution
         self.registry.register(AttributionCollector(self.pipeline, self.attribution))
 
@@ -150,6 +173,8 @@ class Exporter:
         """Start the worker and bind every listener."""
         s = self.settings
         self.pipeline.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         rules = decode_rules(s, self.sender, self.instance_of_model)
         await self._site(metrics_app(self.registry, self.readiness), s.web_listen_address, "/metrics")
         if s.otlp_http_listen_address:
@@ -184,6 +209,8 @@ class Exporter:
             await runner.cleanup()
         waiting = self.pipeline.queue_depth
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self.forwarder is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.forwarder.stop)
         log.info("stopped; drained %d queued request spans", waiting)
 
 

@@ -17,6 +17,7 @@ from exporter.config import load_settings
 from exporter.fake_nvml import FakeNvml
 from tests.support.inproc import InProcessExporter
 from tests.support.otlp import fresh, request_of, sample_request_spans, with_attribute
+from tests.support.otlp_capture import CapturingBackend, attributes
 from tests.support.procs import free_port, wait_for
 from tests.support.prom import by_label, total
 
@@ -82,6 +83,7 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
     threading.Thread(target=advance, daemon=True).start()
     web = free_port()
     http = free_port()
+    backend = CapturingBackend()
     settings = load_settings(
         {
             "web_listen_address": f"127.0.0.1:{web}",
@@ -93,6 +95,7 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
             "gpu_sample_interval_seconds": "0.25",
             "gpu_price_per_hour": "H100=3.6",
             "tenant_join_window_seconds": "0",
+            "forward_traces_endpoint": backend.endpoint,
         }
     )
     try:
@@ -129,9 +132,11 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
             )
             time.sleep(1.5)  # one more tick: GPU 1 (unassigned) idle
             text = httpx.get(scrape).text
+            wait_for(lambda: len(backend.spans()) == 1, 10, "the enriched span at the backend")
     finally:
         stop.set()
         vllm.shutdown()
+        backend.stop()
     where = {"model": "m", "tenant": "acme"}
     joules = total(text, catalog.ENERGY.name, where)
     seconds = total(text, catalog.GPU_SECONDS.name, where)
@@ -149,3 +154,11 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
         PROMPT * PREFILL_S / 2 + (PROMPT + OUTPUT / 2) * DECODE_S, rel=1e-6
     )
     assert total(text, catalog.TTFT.name + "_count", {**where, "throttled": "false"}) == 1
+    [(_, forwarded)] = backend.spans()
+    enriched = attributes(forwarded)
+    assert forwarded.trace_id == span.trace_id and forwarded.span_id == span.span_id
+    assert enriched["llm.energy.joules"] == pytest.approx(joules)
+    assert enriched["llm.gpu.seconds"] == pytest.approx(seconds)
+    assert enriched["llm.cost.usd"] == pytest.approx(total(text, catalog.COST.name, where))
+    assert enriched["llm.gpu.uuids"] == [gpu0] and enriched["llm.gpu.throttled"] == "false"
+    assert enriched["llm.instance"] == "v0" and enriched["llm.tenant"] == "acme"
