@@ -20,6 +20,7 @@ So for every GPU: attributed + idle + unattributed + pending (still claimable) =
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -287,9 +288,9 @@ class Attributor:
         by_phase = {phase: Amount() for phase in PHASES}
         complete = not ring or ring[0].start <= window_start
         _, window_end = request_window(span)
-        for interval in ring:
-            if interval.end < window_start:
-                continue
+        first = bisect.bisect_left(ring, window_start, key=lambda i: i.end)  # skip the older intervals
+        for index in range(first, len(ring)):
+            interval = ring[index]
             if interval.start > window_end:
                 break
             work = interval.work(self.prefill_weight)
