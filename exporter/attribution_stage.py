@@ -66,7 +66,8 @@ class AttributionStage:
         )
         self._last_tick = 0.0
         self.forwarder = forwarder
-        self._throttled: dict[bytes, str] = {}  # span key -> throttled label, for forwarding at charge time
+        # span key -> GPU state attributes read at submit time, for forwarding at charge time
+        self._held: dict[bytes, dict[str, AttributeValue]] = {}
 
     def _product(self, uuid: str) -> str:
         for identity in self.gpus.identities:
@@ -101,25 +102,44 @@ class AttributionStage:
         ]
         return throttled(reasons)
 
+    def gpu_state(self, span: RequestSpan, gpus: tuple[str, ...]) -> dict[str, AttributeValue]:
+        """What the request's GPUs did while it ran: peak memory used, and mean memory-busy share and DRAM
+        bandwidth utilisation during its decode (attributes for the enriched span; absent without data)."""
+        start, end = request_window(span)
+        first_token = end - span.decode_s
+        samples = [s for gpu in gpus for s in self.gpus.samples_between(gpu, start, end) if s.up]
+        out: dict[str, AttributeValue] = {}
+        memory = [s.memory_used_bytes for s in samples if s.memory_used_bytes is not None]
+        if memory:
+            out["llm.gpu.memory_used_peak_bytes"] = max(memory)
+        decode = [s for s in samples if s.timestamp >= first_token]
+        for key, values in (
+            ("llm.gpu.memory_busy_ratio_mean", [s.memory_busy_ratio for s in decode]),
+            ("llm.gpu.dram_bandwidth_ratio_mean", [s.dram_bandwidth_ratio for s in decode]),
+        ):
+            known = [v for v in values if v is not None]
+            if known:
+                out[key] = sum(known) / len(known)
+        return out
+
     def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
         """Queue a request for charging; forward it at once if it cannot be charged."""
         gpus = self.gpus_of(span.instance) if self.gpus.enabled else ()
-        self._throttled[span.key] = throttled
+        if self.forwarder is not None:
+            # Read the GPU state now: the samples of its window are in the rings already.
+            self._held[span.key] = {"llm.gpu.throttled": throttled, **self.gpu_state(span, gpus)}
         if self.gpus.enabled and self.attributor.submit(span.instance, span, tenant, has_gpus=bool(gpus)):
             return
-        self._throttled.pop(span.key, None)
-        self._forward(span, tenant, throttled, gpus, None)
+        self._forward(span, tenant, gpus, None)
 
-    def _forward(
-        self, span: RequestSpan, tenant: str, throttled: str, gpus: tuple[str, ...], charge: Charge | None
-    ) -> None:
+    def _forward(self, span: RequestSpan, tenant: str, gpus: tuple[str, ...], charge: Charge | None) -> None:
         if self.forwarder is None:
             return
         kv = kv_token_seconds(span)
         extra: dict[str, AttributeValue] = {
             "llm.gpu.uuids": gpus,
-            "llm.gpu.throttled": throttled,
             "llm.kv.token_seconds": kv["prefill"] + kv["decode"],
+            **self._held.pop(span.key, {}),
         }
         if charge is not None:
             extra["llm.energy.joules"] = sum(a.joules for a in charge.by_phase.values())
@@ -184,8 +204,7 @@ class AttributionStage:
 
         self.attributor.count_unassigned([i.uuid for i in self.gpus.identities if i.uuid not in assigned], latest)
         for charge in self.attributor.charge_ready(now):
-            throttled_label = self._throttled.pop(charge.span.key, "unknown")
-            self._forward(charge.span, charge.tenant, throttled_label, self.gpus_of(charge.span.instance), charge)
+            self._forward(charge.span, charge.tenant, self.gpus_of(charge.span.instance), charge)
         self.attributor.expire(now)
-        if len(self._throttled) > 2 * self.attributor.max_pending:  # late or dropped requests never charged
-            self._throttled.clear()
+        if len(self._held) > 2 * self.attributor.max_pending:  # late or dropped requests are never charged
+            self._held.clear()

@@ -22,6 +22,7 @@ from tests.support.procs import free_port, wait_for
 from tests.support.prom import by_label, total
 
 POWER_W = 250.0
+MEMORY_BUSY_PCT = 37
 PROMPT, OUTPUT = 400, 41
 PREFILL_S, DECODE_S = 0.5, 4.0
 
@@ -71,6 +72,8 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
     nvml = FakeNvml.with_gpus(2)
     for gpu in nvml.gpus:
         gpu.power_w = POWER_W
+        gpu.memory_used = 7 << 30
+        gpu.memory_util_pct = MEMORY_BUSY_PCT
     stop = threading.Event()
 
     def advance() -> None:  # the fake GPU's energy counter runs on the wall clock
@@ -162,3 +165,5 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
     assert enriched["llm.cost.usd"] == pytest.approx(total(text, catalog.COST.name, where))
     assert enriched["llm.gpu.uuids"] == [gpu0] and enriched["llm.gpu.throttled"] == "false"
     assert enriched["llm.instance"] == "v0" and enriched["llm.tenant"] == "acme"
+    assert enriched["llm.gpu.memory_used_peak_bytes"] == nvml.gpus[0].memory_used
+    assert enriched["llm.gpu.memory_busy_ratio_mean"] == pytest.approx(MEMORY_BUSY_PCT / 100)
