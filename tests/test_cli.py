@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
+import signal
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from exporter.config import Settings, flag_of
-from tests.support.procs import EXPORTER_BIN, free_port
+from tests.support.procs import EXPORTER_BIN, free_port, wait_for
 from tests.support.prom import total
 
 
@@ -19,7 +25,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def test_help_explains_commands_and_every_setting() -> None:
     top = run("--help")
-    assert top.returncode == 0 and "serve" in top.stdout and "demo" in top.stdout
+    assert top.returncode == 0 and all(c in top.stdout for c in ("serve", "demo", "loadgen"))
     serve = run("serve", "--help")
     assert serve.returncode == 0
     for name, info in Settings.model_fields.items():
@@ -58,44 +64,118 @@ def test_busy_port_is_reported_and_exits_non_zero() -> None:
     assert f"cannot listen on 127.0.0.1:{port} for OTLP/HTTP" in result.stderr
 
 
-def test_demo_replays_real_spans_and_stops_cleanly() -> None:
+def demo_args(*extra: str) -> tuple[list[str], int]:
+    """`llm-token-exporter demo` on free loopback ports, fast refreshes; returns the argv and the metrics port."""
     web = free_port()
-    proc = subprocess.Popen(
-        [
-            str(EXPORTER_BIN),
-            "demo",
-            "--duration",
-            "4",
-            "--interval",
-            "1",
-            "--rate",
-            "40",
-            "--web.listen-address",
-            f"127.0.0.1:{web}",
-            "--otlp.http.listen-address",
-            f"127.0.0.1:{free_port()}",
-            "--otlp.grpc.listen-address",
-            f"127.0.0.1:{free_port()}",
-            "--tenant.join-window-seconds",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    scraped = 0.0
-    try:
-        import time
+    argv = [
+        str(EXPORTER_BIN),
+        "demo",
+        "--interval",
+        "1",
+        "--web.listen-address",
+        f"127.0.0.1:{web}",
+        "--otlp.http.listen-address",
+        f"127.0.0.1:{free_port()}",
+        "--otlp.grpc.listen-address",
+        f"127.0.0.1:{free_port()}",
+        "--sim.export-delay-seconds",
+        "0.5",
+        "--tenant.join-window-seconds",
+        "2",
+        *extra,
+    ]
+    return argv, web
 
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                scraped = total(httpx.get(f"http://127.0.0.1:{web}/metrics").text, "llm_requests_total")
-            time.sleep(0.2)
-        out, err = proc.communicate(timeout=30)
+
+def requests_served(port: int, timeout: float) -> float:
+    """Poll the demo's exporter until it counts requests; the count (0.0 if none within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            count = total(httpx.get(f"http://127.0.0.1:{port}/metrics").text, "llm_requests_total")
+            if count > 0:
+                return count
+        time.sleep(0.25)
+    return 0.0
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with that pid exists (and is not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_demo_serves_requests_from_the_simulated_node_and_stops_cleanly() -> None:
+    argv, web = demo_args("--duration", "10", "--no-prometheus")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        served = requests_served(web, 30)
+        out, err = proc.communicate(timeout=40)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert scraped > 0
-    assert "TTFT p50" in out and "acme" in out and "unknown" in out
-    assert "demo: stopped" in out
+    assert served > 0
+    for needle in ("TTFT p95", "TPOT p50", "$/Mtok", "KV cache", "acme", "hooli", "llama-3.1-8b-instruct"):
+        assert needle in out, needle
+    assert "Prometheus not started (--no-prometheus)" in out
+    assert "demo: stopped the exporter, the simulated node (3 vLLM instances, 4 GPUs)." in out
+
+
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus not installed (scripts/install-system-deps)")
+def test_demo_with_prometheus_is_scraped_and_ctrl_c_stops_every_process() -> None:
+    prom, am = free_port(), free_port()
+    argv, web = demo_args(
+        "--prometheus.listen-address", f"127.0.0.1:{prom}", "--alertmanager.listen-address", f"127.0.0.1:{am}"
+    )
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert requests_served(web, 30) > 0
+
+        def exporter_up() -> bool:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                targets = httpx.get(f"http://127.0.0.1:{prom}/api/v1/targets").json()["data"]["activeTargets"]
+                return any(t["scrapeUrl"] == f"http://127.0.0.1:{web}/metrics" and t["health"] == "up" for t in targets)
+            return False
+
+        wait_for(exporter_up, 30, "Prometheus scraping the exporter")
+        assert httpx.get(f"http://127.0.0.1:{am}/-/ready").status_code == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    pids = [int(p) for p in re.findall(r"(?:prometheus|alertmanager) \(pid (\d+)\) at", out)]
+    assert len(pids) == 2, out
+    stopped = re.search(r"demo: stopped (.*)\.", out)
+    assert (
+        stopped and "prometheus (pid" in stopped[1] and "alertmanager (pid" in stopped[1] and "exporter" in stopped[1]
+    )
+    assert not any(alive(pid) for pid in pids)
+    assert f"Prometheus http://127.0.0.1:{prom}" in out
+
+
+def test_demo_refuses_busy_ports_and_bad_flags() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv, _ = demo_args("--duration", "5", "--no-prometheus")
+        argv[argv.index("--web.listen-address") + 1] = f"127.0.0.1:{port}"
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port} (exporter /metrics)" in result.stderr
+        assert "demo: stopped" not in result.stdout  # nothing had started
+        if shutil.which("prometheus"):
+            argv, _ = demo_args("--duration", "5", "--prometheus.listen-address", f"127.0.0.1:{port}")
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            assert result.returncode == 1 and f"127.0.0.1:{port} (Prometheus)" in result.stderr
+    for bad, message in (
+        (["--scenario", "nope"], "invalid choice: 'nope'"),
+        (["--duration", "-1"], "must be >= 0"),
+        (["--sim.metrics-ports", "1,x"], "expected PORT,PORT"),
+    ):
+        result = run("demo", *bad)
+        assert result.returncode == 2 and message in result.stderr, (bad, result.stderr)

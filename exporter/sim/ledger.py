@@ -1,0 +1,134 @@
+"""Ground truth: how much GPU energy and GPU time each simulated request really used. Pure.
+
+During a step, each GPU of the instance draws a known power for a known time; that energy (and |GPUs| x duration
+of GPU time) is split over the step's requests in proportion to the cost each one added to the step (the same
+cost model that sets the step's duration). Time with no step is idle. So, per GPU and exactly (up to float
+rounding): sum of request shares + idle = the energy the simulated NVML counter reports. The exporter's
+attribution (which only sees NVML samples, vLLM's counters and spans) can be compared with this.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PREFILL = "prefill"
+DECODE = "decode"
+
+
+@dataclass(slots=True)
+class RequestTruth:
+    """One request's true usage; `span_key` (trace id + span id of its llm_request span) matches the exporter's."""
+
+    request_id: str
+    span_key: bytes
+    model: str
+    tenant: str
+    instance: str
+    gpus: tuple[str, ...]  # NVML UUIDs
+    arrival: float
+    energy_j: dict[str, float] = field(default_factory=lambda: {PREFILL: 0.0, DECODE: 0.0})
+    gpu_seconds: dict[str, float] = field(default_factory=lambda: {PREFILL: 0.0, DECODE: 0.0})
+    prefill_tokens: int = 0  # computed, recomputation after preemption included
+    decode_tokens: int = 0
+    finished_at: float | None = None
+    outcome: str = "in_flight"  # in_flight, finished, aborted (its engine died: no span)
+    span_sent: bool = False  # False for a finished request whose span the scenario lost
+
+    @property
+    def total_energy_j(self) -> float:
+        """Prefill plus decode joules."""
+        return self.energy_j[PREFILL] + self.energy_j[DECODE]
+
+
+@dataclass
+class Ledger:
+    """Per-request truths (the most recent `max_requests`) and running totals that never forget."""
+
+    max_requests: int = 200_000
+    requests: OrderedDict[int, RequestTruth] = field(default_factory=OrderedDict)
+    energy_by: defaultdict[tuple[str, str, str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # (model, tenant, phase) -> J
+    gpu_seconds_by: defaultdict[tuple[str, str, str], float] = field(default_factory=lambda: defaultdict(float))
+    attributed_j: defaultdict[str, float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # GPU uuid -> J charged to requests
+    idle_j: defaultdict[str, float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # GPU uuid -> J with no step running
+    idle_gpu_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    outcomes: Counter[str] = field(default_factory=Counter)  # finished, aborted, rejected, span_sent, span_lost
+    finished_by: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, tenant) -> finished requests
+
+    def open(self, key: int, truth: RequestTruth) -> None:
+        """Start tracking a request."""
+        self.requests[key] = truth
+        while len(self.requests) > self.max_requests:
+            self.requests.popitem(last=False)
+
+    def charge_step(
+        self,
+        work: Sequence[tuple[int, int, int, float]],
+        gpu_energy_j: Sequence[tuple[str, float]],
+        duration_s: float,
+    ) -> None:
+        """Split a step's energy and GPU time over its work items (request key, prefill tokens, decode tokens,
+        cost weight)."""
+        total_weight = sum(w[3] for w in work)
+        if total_weight <= 0:
+            return
+        energy = sum(e for _, e in gpu_energy_j)
+        gpu_seconds = duration_s * len(gpu_energy_j)
+        for uuid, joules in gpu_energy_j:
+            self.attributed_j[uuid] += joules
+        for key, prefill, decode, weight in work:
+            truth = self.requests.get(key)
+            if truth is None:
+                continue
+            share = weight / total_weight
+            phase = PREFILL if prefill else DECODE
+            truth.energy_j[phase] += energy * share
+            truth.gpu_seconds[phase] += gpu_seconds * share
+            truth.prefill_tokens += prefill
+            truth.decode_tokens += decode
+            self.energy_by[(truth.model, truth.tenant, phase)] += energy * share
+            self.gpu_seconds_by[(truth.model, truth.tenant, phase)] += gpu_seconds * share
+
+    def idle(self, uuid: str, joules: float, seconds: float) -> None:
+        """A GPU spent `seconds` with no step, drawing `joules`."""
+        self.idle_j[uuid] += joules
+        self.idle_gpu_seconds[uuid] += seconds
+
+    def finish(self, key: int, when: float, span_sent: bool) -> None:
+        """The request finished; its span was sent or (span-loss scenario) lost."""
+        self.outcomes["finished"] += 1
+        self.outcomes["span_sent" if span_sent else "span_lost"] += 1
+        truth = self.requests.get(key)
+        if truth is not None:
+            truth.outcome, truth.finished_at, truth.span_sent = "finished", when, span_sent
+            self.finished_by[(truth.model, truth.tenant)] += 1
+
+    def abort(self, key: int) -> None:
+        """The request's engine died before it finished (vLLM sends no span for it)."""
+        self.outcomes["aborted"] += 1
+        truth = self.requests.get(key)
+        if truth is not None:
+            truth.outcome = "aborted"
+
+    def reject(self) -> None:
+        """A request arrived while no instance of its model was up."""
+        self.outcomes["rejected"] += 1
+
+    def by_span(self) -> dict[bytes, RequestTruth]:
+        """Finished requests whose span was sent, by span key (trace id + span id), to join with the exporter."""
+        return {t.span_key: t for t in self.requests.values() if t.outcome == "finished" and t.span_sent}
+
+    def energy_of(self, model: str | None = None, tenant: str | None = None, phase: str | None = None) -> float:
+        """Total joules charged to requests matching the given labels (None: any)."""
+        return sum(
+            j
+            for (m, t, p), j in self.energy_by.items()
+            if (model is None or m == model) and (tenant is None or t == tenant) and (phase is None or p == phase)
+        )

@@ -1,0 +1,215 @@
+"""Prometheus and Alertmanager for the demo: found on the PATH, run on loopback from a temporary directory.
+
+Prometheus scrapes the exporter and loads the generated rules when there are any (`alerts/**/*.rules.yaml` in the
+source tree or the installed package). Alertmanager gets the generated routing and inhibition
+(`alerts/alertmanager.yaml`) with every receiver's integrations removed: the demo shows what fires and what a
+page inhibits, and notifies no one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+import exporter
+
+PROMETHEUS = ("prometheus",)
+ALERTMANAGER = ("alertmanager", "prometheus-alertmanager")  # Debian names the binary prometheus-alertmanager
+RULE_PATTERNS = ("*.rules.yaml", "*.rules.yml")
+READY_TIMEOUT_S = 30.0
+
+
+class StackError(Exception):
+    """Prometheus or Alertmanager could not start; the message says why."""
+
+
+def find_binary(names: Sequence[str]) -> str | None:
+    """The first of `names` on the PATH."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _alert_folders() -> list[Path]:
+    """`alerts/` beside the package (a source checkout) and inside it (an installed package), where present."""
+    package = Path(exporter.__file__).resolve().parent
+    return [f for f in (package.parent / "alerts", package / "alerts") if f.is_dir()]
+
+
+def rule_files() -> list[Path]:
+    """Alert and recording rule files shipped with the exporter (searched below the alert folders)."""
+    found: dict[Path, None] = {}
+    for folder in _alert_folders():
+        for pattern in RULE_PATTERNS:
+            for path in sorted(folder.rglob(pattern)):
+                found.setdefault(path.resolve(), None)
+    return list(found)
+
+
+def alertmanager_config() -> dict[str, Any]:
+    """The generated Alertmanager routing with receivers that notify no one; a catch-all when none is shipped."""
+    for folder in _alert_folders():
+        for name in ("alertmanager.yaml", "alertmanager.yml"):
+            path = folder / name
+            if path.is_file():
+                config = yaml.safe_load(path.read_text())
+                if isinstance(config, dict) and isinstance(config.get("receivers"), list):
+                    # Keep the receivers' names (routes refer to them), drop their webhooks, e-mails, pagers.
+                    config["receivers"] = [{"name": r["name"]} for r in config["receivers"] if "name" in r]
+                    return config
+    return {
+        "route": {"receiver": "demo", "group_by": ["alertname", "slo"], "group_wait": "5s"},
+        "receivers": [{"name": "demo"}],
+    }
+
+
+@dataclass
+class Managed:
+    """A child process the demo started."""
+
+    name: str
+    address: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """Its web UI and API."""
+        return f"http://{self.address}"
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The end of what it logged."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class PromStack:
+    """Prometheus (and Alertmanager when found) scraping `target`, in `workdir`."""
+
+    workdir: Path
+    target: str  # the exporter's host:port
+    prometheus_address: str = "127.0.0.1:9090"
+    alertmanager_address: str = "127.0.0.1:9093"
+    scrape_interval_s: float = 5.0
+    rules: list[Path] = field(default_factory=rule_files)
+    children: list[Managed] = field(default_factory=list)
+
+    def prometheus_config(self, alertmanager: bool) -> dict[str, Any]:
+        """prometheus.yml."""
+        interval = f"{self.scrape_interval_s:g}s"
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "scrape_configs": [{"job_name": "llm-token-exporter", "static_configs": [{"targets": [self.target]}]}],
+            "rule_files": [str(p) for p in self.rules],
+        }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [self.alertmanager_address]}]}]}
+        return config
+
+    async def start(self, prometheus: str, alertmanager: str | None) -> None:
+        """Start both (Alertmanager first, so Prometheus finds it) and wait until they are ready."""
+        if alertmanager is not None:
+            config = self.workdir / "alertmanager.yml"
+            config.write_text(yaml.safe_dump(alertmanager_config()))
+            args = [
+                alertmanager,
+                f"--config.file={config}",
+                f"--storage.path={self.workdir / 'alertmanager-data'}",
+                f"--web.listen-address={self.alertmanager_address}",
+                "--cluster.listen-address=",  # no HA gossip port (it would bind 0.0.0.0:9094)
+                "--log.level=warn",
+            ]
+            await self._start("alertmanager", self.alertmanager_address, args)
+        config = self.workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self.prometheus_config(alertmanager is not None)))
+        args = [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
+            f"--web.listen-address={self.prometheus_address}",
+            "--log.level=warn",
+        ]
+        await self._start("prometheus", self.prometheus_address, args)
+
+    async def _start(self, name: str, address: str, args: list[str]) -> None:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            # No preexec_fn (not safe with the exporter's threads): the demo stops its children itself.
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        child = Managed(name, address, process, log)
+        self.children.append(child)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise StackError(f"{name} exited with {process.returncode}:\n{child.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{child.url}/-/ready")).status_code == 200:
+                        return
+                await asyncio.sleep(0.2)
+        raise StackError(f"{name} not ready on {address} after {READY_TIMEOUT_S:.0f} s:\n{child.log_tail()}")
+
+    def url(self, name: str) -> str | None:
+        """The URL of a running child by name."""
+        for child in self.children:
+            if child.name == name:
+                return child.url
+        return None
+
+    async def stop(self) -> list[str]:
+        """Stop every child (SIGTERM, then SIGKILL after 10 s); returns 'name (pid N)' for each."""
+        stopped = []
+        for child in reversed(self.children):
+            process = child.process
+            if process.poll() is None:
+                process.terminate()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, process.wait, 10.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            stopped.append(f"{child.name} (pid {process.pid})")
+        self.children = []
+        return stopped
+
+    async def status(self, client: httpx.AsyncClient) -> tuple[dict[str, dict[str, float]] | None, list[str] | None]:
+        """Burn rates by "slo model" and window (from recording rules named like `slo:burn_rate:ratio_rate1h`;
+        empty when the rules define none) and the firing alerts; (None, None) when Prometheus does not answer."""
+        base = self.url("prometheus")
+        if base is None:
+            return None, None
+        try:
+            query = {"query": '{__name__=~".*burn_?rate.*"}'}
+            rates = (await client.get(f"{base}/api/v1/query", params=query)).json()
+            alerts = (await client.get(f"{base}/api/v1/alerts")).json()
+        except (httpx.HTTPError, ValueError):
+            return None, None
+        burn: dict[str, dict[str, float]] = {}
+        for item in rates.get("data", {}).get("result", []):
+            labels = item.get("metric", {})
+            window = re.search(r"rate(\d+[smhdw])$", labels.get("__name__", ""))
+            key = " ".join(labels[k] for k in ("slo", "model") if labels.get(k))
+            with contextlib.suppress(ValueError, IndexError, TypeError, KeyError):
+                burn.setdefault(key or "?", {})[window[1] if window else "?"] = float(item["value"][1])
+        firing = sorted(
+            " ".join(filter(None, (a["labels"].get("alertname", "?"), a["labels"].get("model", ""))))
+            for a in alerts.get("data", {}).get("alerts", [])
+            if a.get("state") == "firing"
+        )
+        return burn, firing
