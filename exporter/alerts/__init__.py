@@ -1,0 +1,5 @@
+"""SLO burn-rate and cause alerts, fleet recording rules, Alertmanager routing and their tests, generated.
+
+`llm-token-exporter alerts --slo-spec alerts/slos.yaml --out alerts` writes everything under `alerts/`; a test
+regenerates it and compares byte for byte.
+"""

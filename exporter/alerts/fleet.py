@@ -1,0 +1,178 @@
+"""Fleet recording rules: per model and tenant across every exporter, and their hand-written tests.
+
+Each exporter knows one node. Prometheus sums them: `sum by (model, tenant)` over every exporter's series, no
+node label kept. Names follow level:metric:operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import catalog
+from exporter.alerts import names
+from exporter.alerts.testfile import MODEL, TestGroup, labels_text
+
+GROUP = "llm-fleet"
+TOKENS = catalog.TOKENS.name
+KV_USAGE, KV_CAPACITY = catalog.ENGINE_KV_USAGE.name, catalog.ENGINE_KV_CAPACITY.name
+_MT = "model, tenant"
+
+# Recorded series other rules read.
+TOKENS_RATE = "model_tenant:llm_tokens:rate5m"
+COST_RATE = "model_tenant:llm_cost_usd:rate5m"
+ALLOCATION_FACTOR = "instance:llm_cost_allocation_factor:rate5m"
+ALLOCATED_COST_RATE = "model_tenant:llm_cost_usd:allocated_rate5m"
+KV_FREE = "model:llm_kv_cache_free_tokens:sum"
+KV_TOKENS_RATE = "model_tenant:llm_kv_cache_tokens:rate5m"
+
+
+def _rate(name: str, by: str) -> str:
+    return f"sum by ({by}) (rate({name}[5m]))" if by else f"sum (rate({name}[5m]))"
+
+
+def _or_zero(name: str) -> str:
+    # An exporter may serve no idle or unattributed series yet: count it as 0, not drop the node.
+    return f"({_rate(name, 'instance')} or {_rate(names.COST_USD, 'instance')} * 0)"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A recording rule and what it means, for the docs."""
+
+    record: str
+    expr: str
+    meaning: str
+
+
+RECORDS: tuple[Record, ...] = (
+    Record("model_tenant_type:llm_tokens:rate5m", _rate(TOKENS, f"{_MT}, type"), "Tokens/s by type (input, output)."),
+    Record(TOKENS_RATE, _rate(TOKENS, _MT), "Tokens/s, input and output together."),
+    Record(COST_RATE, _rate(names.COST_USD, _MT), "$/s charged to requests (usage)."),
+    Record(
+        "model_tenant:llm_usd_per_million_tokens:usage_rate5m",
+        f"1e6 * {COST_RATE} / {TOKENS_RATE}",
+        "$ per million tokens, usage basis: only the GPU time the requests used.",
+    ),
+    Record(
+        ALLOCATION_FACTOR,
+        f"(\n  {_rate(names.COST_USD, 'instance')}\n  + {_or_zero(names.IDLE_COST_USD)}\n"
+        f"  + {_or_zero(names.UNATTRIBUTED_COST_USD)}\n)\n/\n({_rate(names.COST_USD, 'instance')} > 0)",
+        "Per exporter: all GPU cost (requests + idle + unattributed) / cost charged to requests; absent where "
+        "nothing was charged.",
+    ),
+    Record(
+        ALLOCATED_COST_RATE,
+        f"sum by ({_MT}) (\n  {_rate(names.COST_USD, f'instance, {_MT}')}\n  * on (instance) group_left ()\n"
+        f"  {ALLOCATION_FACTOR}\n)",
+        "$/s with each node's idle and unattributed cost shared among its users in proportion to their usage.",
+    ),
+    Record(
+        "model_tenant:llm_usd_per_million_tokens:allocated_rate5m",
+        f"1e6 * {ALLOCATED_COST_RATE} / {TOKENS_RATE}",
+        "$ per million tokens, allocation basis: what the GPUs cost, idle time included.",
+    ),
+    Record(
+        "model_tenant:llm_joules_per_token:rate5m",
+        f"{_rate(names.ENERGY_JOULES, _MT)}\n/\n{TOKENS_RATE}",
+        "Joules per token (usage basis: the energy of the requests' GPU time).",
+    ),
+    Record(
+        "model_tenant:llm_gpu_busy:rate5m",
+        _rate(names.GPU_SECONDS, _MT),
+        "GPU-seconds per second: how many GPUs' worth of busy time the model and tenant use.",
+    ),
+    Record(
+        "fleet:llm_gpu_busy:ratio_rate5m",
+        f"sum (rate({names.GPU_SECONDS}[5m]))\n/\n(\n  sum (rate({names.GPU_SECONDS}[5m]))\n"
+        f"  + (sum (rate({names.GPU_IDLE_SECONDS}[5m])) or vector(0))\n"
+        f"  + (sum (rate({names.GPU_UNATTRIBUTED_SECONDS}[5m])) or vector(0))\n)",
+        "Share of all GPU time spent on requests (the rest is idle or unattributed).",
+    ),
+    Record(
+        KV_FREE,
+        f"sum by (model) ((1 - {KV_USAGE}) * {KV_CAPACITY})",
+        "KV-cache headroom: tokens that still fit, summed over the model's engines.",
+    ),
+    Record(
+        "model:llm_kv_cache_headroom:ratio",
+        f"{KV_FREE}\n/\nsum by (model) ({KV_CAPACITY})",
+        "KV-cache headroom as a share of the model's capacity.",
+    ),
+    Record(
+        KV_TOKENS_RATE,
+        _rate(names.KV_TOKEN_SECONDS, _MT),
+        "KV tokens held on average (token-seconds per second) by each model and tenant.",
+    ),
+    Record(
+        "model_tenant:llm_kv_cache_share:ratio_rate5m",
+        f"{KV_TOKENS_RATE}\n/ on (model) group_left ()\nsum by (model) ({KV_CAPACITY})",
+        "Each tenant's share of its model's KV-cache capacity.",
+    ),
+)
+
+
+def rule_file() -> dict[str, Any]:
+    """The fleet rule file: one group, in order (later rules read earlier ones)."""
+    return {"groups": [{"name": GROUP, "rules": [{"record": r.record, "expr": r.expr} for r in RECORDS]}]}
+
+
+def _series(name: str, labels: dict[str, str], per_minute: float) -> tuple[str, str]:
+    return name + labels_text(labels), f"1000+{per_minute:g}x20"
+
+
+def test_groups() -> list[TestGroup]:
+    """Two exporters, two tenants, known per-minute increments; every rule's value checked at 10m."""
+    a, b = "node-a:9842", "node-b:9842"
+    acme_a = {"instance": a, "model": MODEL, "tenant": "acme", "phase": "decode"}
+    acme_b, beta_b = {**acme_a, "instance": b}, {**acme_a, "instance": b, "tenant": "beta"}
+    series = [
+        # node a: acme pays $0.06/min; the GPU also idles $0.03/min and loses $0.03/min to the residual.
+        _series(names.COST_USD, acme_a, 0.06),
+        _series(names.IDLE_COST_USD, {"instance": a, "gpu": "GPU-a"}, 0.03),
+        _series(names.UNATTRIBUTED_COST_USD, {"instance": a, "gpu": "GPU-a", "reason": "no_spans"}, 0.03),
+        # node b: acme and beta $0.06/min each, no idle; no unattributed series at all.
+        _series(names.COST_USD, acme_b, 0.06),
+        _series(names.COST_USD, beta_b, 0.06),
+        _series(names.IDLE_COST_USD, {"instance": b, "gpu": "GPU-b"}, 0),
+    ]
+    for labels, (tokens_in, tokens_out) in ((acme_a, (4800, 1200)), (acme_b, (4800, 1200)), (beta_b, (9600, 2400))):
+        base = {k: labels[k] for k in ("instance", "model", "tenant")}
+        series.append(_series(TOKENS, {**base, "type": "input"}, tokens_in))
+        series.append(_series(TOKENS, {**base, "type": "output"}, tokens_out))
+        series.append(_series(names.ENERGY_JOULES, labels, 30 * (tokens_in + tokens_out) / 1000))
+        series.append(_series(names.GPU_SECONDS, labels, 30))
+        series.append(_series(names.KV_TOKEN_SECONDS, labels, 60 * 1000))
+    series.append(_series(names.GPU_IDLE_SECONDS, {"instance": a, "gpu": "GPU-a"}, 15))
+    series.append(_series(names.GPU_UNATTRIBUTED_SECONDS, {"instance": a, "gpu": "GPU-a", "reason": "x"}, 15))
+    for node, usage in ((a, 0.75), (b, 0.5)):
+        engine = {"instance": node, "vllm_instance": "vllm-0", "model": MODEL}
+        series.append((KV_USAGE + labels_text(engine), f"{usage}x20"))
+        series.append((KV_CAPACITY + labels_text(engine), "8000x20"))
+    group = TestGroup(
+        "Two exporters: node a serves acme (and idles), node b serves acme and beta. Every fleet rule, by hand.",
+        60,
+        series,
+    )
+    acme, beta = {"model": MODEL, "tenant": "acme"}, {"model": MODEL, "tenant": "beta"}
+    at = 600
+
+    def check(expr: str, labels: dict[str, str], value: float) -> None:
+        # round(): per-second rates of per-minute increments are not exact in binary; the checks are to 1/1000.
+        group.expect_value(at, f"round(1000 * {expr})", labels, value)
+
+    check('model_tenant_type:llm_tokens:rate5m{tenant="acme",type="output"}', {**acme, "type": "output"}, 40_000)
+    check(TOKENS_RATE + '{tenant="acme"}', acme, 200_000)
+    # acme: $0.002/s for 200 tokens/s = $10 per million; node a's idle and residual double its cost there.
+    check('model_tenant:llm_usd_per_million_tokens:usage_rate5m{tenant="acme"}', acme, 10_000)
+    check('model_tenant:llm_usd_per_million_tokens:allocated_rate5m{tenant="acme"}', acme, 15_000)
+    check('model_tenant:llm_usd_per_million_tokens:usage_rate5m{tenant="beta"}', beta, 5_000)
+    check('model_tenant:llm_usd_per_million_tokens:allocated_rate5m{tenant="beta"}', beta, 5_000)
+    check(ALLOCATION_FACTOR + '{instance="node-a:9842"}', {"instance": a}, 2_000)
+    check('model_tenant:llm_joules_per_token:rate5m{tenant="acme"}', acme, 30)
+    check('model_tenant:llm_gpu_busy:rate5m{tenant="acme"}', acme, 1_000)
+    check("fleet:llm_gpu_busy:ratio_rate5m", {}, 750)
+    check(KV_FREE, {"model": MODEL}, 6_000_000)
+    check("model:llm_kv_cache_headroom:ratio", {"model": MODEL}, 375)
+    check('model_tenant:llm_kv_cache_share:ratio_rate5m{tenant="acme"}', acme, 125)
+    return [group]

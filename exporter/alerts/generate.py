@@ -1,0 +1,51 @@
+"""Every generated file, as text keyed by its path under the output directory. Pure: same spec, same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.alerts import causes, docs, fleet, routing, rules, sli_tests, tests_gen
+from exporter.alerts.spec import AlertSpec
+from exporter.alerts.testfile import render
+from exporter.alerts.windows import DEFAULT_TIERS
+from exporter.alerts.yamlout import PREFIX, dump, header
+
+RULES_DIR, TESTS_DIR = "rules", "tests"
+
+
+def generate(spec: AlertSpec, spec_name: str) -> dict[str, str]:
+    """{relative path: text} for the rule files, their promtool tests, alertmanager.yaml and README.md."""
+    head = header(spec_name)
+    files: dict[str, str] = {}
+    for slo in spec.slos:
+        files[f"{RULES_DIR}/{rules.rule_file_name(slo)}"] = head + dump(rules.rule_file(spec, slo))
+        for tier in DEFAULT_TIERS:
+            path = f"{TESTS_DIR}/slo-{slo.name}-{tier.long}.test.yaml"
+            files[path] = tests_gen.tier_file(spec, spec_name, slo, tier)
+        files[f"{TESTS_DIR}/slo-{slo.name}-sli.test.yaml"] = sli_tests.sli_file(spec, spec_name, slo)
+    files[f"{RULES_DIR}/causes.rules.yaml"] = head + dump(causes.rule_file(spec))
+    files[f"{TESTS_DIR}/causes.test.yaml"] = render(
+        spec_name, ["../rules/causes.rules.yaml"], 60, [causes.GROUP], causes.test_groups(spec)
+    )
+    files[f"{RULES_DIR}/fleet.rules.yaml"] = head + dump(fleet.rule_file())
+    files[f"{TESTS_DIR}/fleet.test.yaml"] = render(
+        spec_name, ["../rules/fleet.rules.yaml"], 60, [fleet.GROUP], fleet.test_groups()
+    )
+    files["alertmanager.yaml"] = head + dump(routing.config(spec))
+    files["README.md"] = docs.readme(spec, spec_name)
+    return dict(sorted(files.items()))
+
+
+def is_generated(path: Path) -> bool:
+    """True for a file this generator wrote (it starts with the generated-file header)."""
+    try:
+        with path.open() as f:
+            return f.readline().startswith(PREFIX)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def stale(out: Path, files: dict[str, str]) -> list[Path]:
+    """Generated rule and test files in `out` that this run would not write (an SLO was removed or renamed)."""
+    found = [p for d in (RULES_DIR, TESTS_DIR) for p in sorted((out / d).glob("*.yaml")) if is_generated(p)]
+    return [p for p in found if p.relative_to(out).as_posix() not in files]

@@ -1,0 +1,47 @@
+"""Metric names the rules use: catalog names and series suffixes."""
+
+from __future__ import annotations
+
+from exporter import catalog
+
+# Attribution metrics, from the catalog.
+GPU_SECONDS = catalog.GPU_SECONDS.name  # {model, tenant, phase}
+ENERGY_JOULES = catalog.ENERGY.name  # {model, tenant, phase}
+COST_USD = catalog.COST.name  # {model, tenant, phase}
+KV_TOKEN_SECONDS = catalog.KV_TOKEN_SECONDS.name  # {model, tenant, phase}
+GPU_IDLE_SECONDS = catalog.IDLE_SECONDS.name  # {gpu}
+GPU_UNATTRIBUTED_SECONDS = catalog.UNATTRIBUTED_SECONDS.name  # {gpu, reason}
+IDLE_COST_USD = catalog.IDLE_COST.name  # {gpu}
+UNATTRIBUTED_COST_USD = catalog.UNATTRIBUTED_COST.name  # {gpu, reason}
+IDLE_ENERGY_JOULES = catalog.IDLE_ENERGY.name  # {gpu}
+UNATTRIBUTED_ENERGY_JOULES = catalog.UNATTRIBUTED_ENERGY.name  # {gpu, reason}
+
+# Prometheus's own per-target series (not the exporter's).
+UP = "up"
+
+# The latency histograms an SLO may name, by short name: time_to_first_token, time_per_output_token, queue, ...
+LATENCY_METRICS: dict[str, catalog.MetricSpec] = {
+    spec.name.removeprefix("llm_request_").removesuffix("_seconds"): spec for spec in catalog.LATENCY_HISTOGRAMS
+}
+
+
+def bucket(spec: catalog.MetricSpec) -> str:
+    """The `_bucket` series of a histogram."""
+    return f"{spec.name}_bucket"
+
+
+def count(spec: catalog.MetricSpec) -> str:
+    """The `_count` series of a histogram."""
+    return f"{spec.name}_count"
+
+
+# How the docs and alert texts name each latency metric.
+LATENCY_TITLES: dict[str, str] = {
+    "time_to_first_token": "TTFT",
+    "time_per_output_token": "TPOT",
+    "queue": "queue time",
+    "prefill": "prefill time",
+    "decode": "decode time",
+    "e2e": "end-to-end latency",
+}
+assert set(LATENCY_TITLES) == set(LATENCY_METRICS), "every latency histogram needs a title"
