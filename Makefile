@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit lint bench install install-test clean
+.PHONY: demo test unit lint bench install install-test clean sync-chart
 
 $(BIN)/llm-token-exporter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,12 @@ demo: install
 	$(BIN)/llm-token-exporter demo
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check exporter tests benchmarks scripts/gpu-check
-	$(BIN)/ruff format --check exporter tests benchmarks scripts/gpu-check
+	$(BIN)/ruff check exporter tests benchmarks scripts/gpu-check scripts/sync-chart-artifacts
+	$(BIN)/ruff format --check exporter tests benchmarks scripts/gpu-check scripts/sync-chart-artifacts
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/gpu-check
+	$(BIN)/mypy scripts/sync-chart-artifacts
+	$(BIN)/python scripts/sync-chart-artifacts --check
 
 test: install-test lint
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
@@ -43,6 +46,9 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_engine_parse.py
 	$(BIN)/python benchmarks/bench_gpu_sampler.py
+
+sync-chart: install
+	$(BIN)/python scripts/sync-chart-artifacts
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
