@@ -12,6 +12,7 @@ from typing import Any
 from exporter import __version__
 from exporter.alerts import cli as alerts_cli
 from exporter.config import ConfigError, Settings, env_of, flag_of, load_settings
+from exporter.dashboards import cli as dashboards_cli
 
 DESCRIPTION = """\
 Per-node Prometheus exporter for vLLM. Receives vLLM's per-request OpenTelemetry spans (OTLP gRPC and HTTP),
@@ -28,6 +29,7 @@ commands:
   demo     run the exporter beside a simulated GPU node serving vLLM, with a live view (no GPU, no cluster)
   loadgen  push vLLM-shaped spans at a fixed rate into an exporter (benchmarks)
   alerts   generate SLO and cause alert rules, their promtool tests and alertmanager.yaml from an SLO spec
+  dashboards  generate the Grafana dashboards (JSON), or draw them as PNGs from a Prometheus (preview)
 
 Point vLLM at it:  --otlp-traces-endpoint http://EXPORTER:4317  (gRPC, vLLM's default)
   or, with OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf, http://EXPORTER:4318/v1/traces
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(demo)
     alerts = sub.add_parser("alerts", help="generate alert rules from an SLO spec", description=alerts_cli.DESCRIPTION)
     alerts_cli.add_arguments(alerts)
+    dashboards = sub.add_parser("dashboards", help="make Grafana dashboards", description=dashboards_cli.DESCRIPTION)
+    dashboards_cli.add_arguments(dashboards)
     _add_loadgen(sub)
     return parser
 
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "alerts":
         return alerts_cli.run(args)  # needs no exporter settings
+    if args.command == "dashboards":
+        return dashboards_cli.run(args)
     if args.command == "loadgen":
         return run_loadgen(args)
     try:

@@ -1,0 +1,78 @@
+"""PromQL the dashboards use: metric selectors filtered by the dashboard variables, built from catalog names.
+
+Every selector goes through `sel`, so a metric is named once (in the catalog or the recording rules) and gets
+exactly the variable filters its labels allow: `model`/`tenant` where the series has them, and the scrape's
+target labels `namespace`/`node` on the exporter's own series (recording rules aggregate them away). With the
+variables' "All" value `.*`, a matcher such as `namespace=~".*"` also matches a series without the label.
+"""
+
+from __future__ import annotations
+
+from exporter import catalog
+from exporter.catalog import MetricSpec
+
+RATE = "$__rate_interval"  # Grafana's rate window; the live test and the preview put a concrete one in
+RANGE = "$__range"  # the dashboard's time range
+TARGET_LABELS = ("namespace", "node")  # added by the ServiceMonitor/PodMonitor relabelling, absent elsewhere
+VARIABLE_LABELS = ("model", "tenant")
+BUILTIN = ("ALERTS",)  # Prometheus's own series the dashboards read
+
+# Recording rules name their aggregation level before the first colon (level:metric:operations).
+_LEVEL_LABELS: dict[str, tuple[str, ...]] = {
+    "model_tenant_type": ("model", "tenant", "type"),
+    "model_tenant": ("model", "tenant"),
+    "model": ("model",),
+    "slo": ("model", "slo"),
+    "fleet": (),
+    "instance": ("instance",),
+}
+
+
+def labels_of(name: str) -> tuple[tuple[str, ...], bool]:
+    """(labels a series has, whether it is the exporter's raw series carrying the scrape's target labels)."""
+    if ":" in name:
+        return _LEVEL_LABELS.get(name.split(":", 1)[0], ()), False
+    if name in BUILTIN:
+        return ("alertname", "alertstate", "severity", "slo", "model"), False
+    for suffix in ("_bucket", "_count", "_sum"):
+        base = name.removesuffix(suffix)
+        if base != name and base in catalog.BY_NAME:
+            return catalog.BY_NAME[base].labels, True
+    return catalog.BY_NAME[name].labels, True
+
+
+def sel(metric: MetricSpec | str, suffix: str = "", **match: str) -> str:
+    """`name{...}`: the given matchers (`value` exact, `~value` regex) plus the variable filters its labels allow."""
+    name = (metric.name if isinstance(metric, MetricSpec) else metric) + suffix
+    labels, raw = labels_of(name)
+    parts = [f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in match.items()]
+    parts += [f'{k}=~"${k}"' for k in VARIABLE_LABELS if k in labels and k not in match]
+    if raw:
+        parts += [f'{k}=~"${k}"' for k in TARGET_LABELS]
+    return f"{name}{{{', '.join(parts)}}}"
+
+
+def rate(metric: MetricSpec | str, by: str = "", suffix: str = "", window: str = RATE, **match: str) -> str:
+    """`sum by (by) (rate(sel[window]))`; `sum (...)` when `by` is empty."""
+    return f"sum{f' by ({by})' if by else ''} (rate({sel(metric, suffix, **match)}[{window}]))"
+
+
+def increase(metric: MetricSpec | str, by: str = "", window: str = RANGE, **match: str) -> str:
+    """`sum by (by) (increase(sel[window]))`, over the dashboard's range by default."""
+    return f"sum{f' by ({by})' if by else ''} (increase({sel(metric, **match)}[{window}]))"
+
+
+def quantile(q: float, hist: MetricSpec, by: str = "") -> str:
+    """The q-quantile of a histogram over the rate window, per `by`."""
+    group = f"le, {by}" if by else "le"
+    return f"histogram_quantile({q:g}, {rate(hist, group, '_bucket')})"
+
+
+def ratio(numerator: str, denominator: str) -> str:
+    """`(a) / (b)`."""
+    return f"({numerator})\n/\n({denominator})"
+
+
+def or_zero(expr: str) -> str:
+    """`expr`, or a single 0 when it has no series (for counters that only appear once something happened)."""
+    return f"({expr}) or on () vector(0)"
