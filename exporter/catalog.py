@@ -208,6 +208,12 @@ BATCHES_REJECTED = MetricSpec(
     "unsupported_media_type, unsupported_encoding).",
     ("protocol", "reason"),
 )
+UNAUTHORIZED = MetricSpec(
+    "llm_exporter_unauthorized_requests_total",
+    Kind.COUNTER,
+    "Requests refused for a missing or wrong bearer token, by endpoint (otlp_http, otlp_grpc, metrics).",
+    ("endpoint",),
+)
 QUEUE_DEPTH = MetricSpec("llm_exporter_queue_spans", Kind.GAUGE, "llm_request spans waiting in the processing queue.")
 QUEUE_CAPACITY = MetricSpec(
     "llm_exporter_queue_capacity_spans", Kind.GAUGE, "Capacity of the processing queue, in spans."
@@ -239,6 +245,7 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     SPANS_DROPPED,
     OTHER_SPANS,
     BATCHES_REJECTED,
+    UNAUTHORIZED,
     QUEUE_DEPTH,
     QUEUE_CAPACITY,
     TENANT_PENDING,

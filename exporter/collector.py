@@ -123,6 +123,7 @@ class PipelineCollector(Collector):
                 (catalog.SPANS_DROPPED, stats.dropped),
                 (catalog.OTHER_SPANS, stats.other_names),
                 (catalog.TENANT_JOINS, stats.tenant_sources),
+                (catalog.UNAUTHORIZED, stats.unauthorized),
             ]
             for spec, values in counters:
                 fam = counter(spec)

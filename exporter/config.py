@@ -282,6 +282,18 @@ class Settings(BaseSettings):
         description="Spans waiting to be forwarded; past it they are dropped and counted.",
         json_schema_extra=_flag("forward.queue-spans"),
     )
+    web_bearer_token_file: str = Field(
+        "",
+        description="File holding a bearer token that /metrics requires (Authorization: Bearer ...); re-read when "
+        "it changes; /healthz and /readyz stay open for probes. Empty: no authentication.",
+        json_schema_extra=_flag("web.bearer-token-file"),
+    )
+    otlp_bearer_token_file: str = Field(
+        "",
+        description="File holding a bearer token that OTLP senders must present (HTTP Authorization header, gRPC "
+        "authorization metadata); re-read when it changes. Empty: no authentication.",
+        json_schema_extra=_flag("otlp.bearer-token-file"),
+    )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",
@@ -343,6 +355,13 @@ class Settings(BaseSettings):
             raise ValueError("bucket bounds must be finite and > 0 (+Inf is implied)")
         if any(b >= c for b, c in itertools.pairwise(value)):
             raise ValueError("bucket bounds must be strictly increasing")
+        return value
+
+    @field_validator("web_bearer_token_file", "otlp_bearer_token_file")
+    @classmethod
+    def _check_token_file(cls, value: str) -> str:
+        if value and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read token file {value!r}")
         return value
 
     @field_validator("web_listen_address", "otlp_grpc_listen_address", "otlp_http_listen_address")

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from exporter.auth import TokenFile
 from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_protobuf
 from exporter.otlp_ingest import ingest
 from exporter.pipeline import SpanPipeline
@@ -21,12 +22,18 @@ PROTOCOL = "grpc"
 class OtlpGrpcReceiver:
     """Takes raw request bytes so an undecodable body gets INVALID_ARGUMENT, not an opaque internal error."""
 
-    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules) -> None:
+    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules, token: TokenFile | None = None) -> None:
         self.pipeline = pipeline
         self.rules = rules
+        self.token = token
 
     async def export(self, body: bytes, context: Any) -> ExportTraceServiceResponse:
         """Handle one Export call."""
+        if self.token is not None:
+            metadata = dict(context.invocation_metadata() or ())
+            if not self.token.allows(metadata.get("authorization")):
+                self.pipeline.stats.refused("otlp_grpc")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
             request = parse_protobuf(body)
         except BodyDecodeError as exc:

@@ -8,6 +8,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 
+from exporter.auth import TokenFile
 from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_json, parse_protobuf
 from exporter.otlp_ingest import BodyTooLarge, gunzip_limited, ingest
 from exporter.pipeline import SpanPipeline
@@ -23,10 +24,13 @@ PROTOCOL = "http"
 class OtlpHttpReceiver:
     """aiohttp handler that decodes, validates and queues, then answers at once."""
 
-    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules, max_body_bytes: int) -> None:
+    def __init__(
+        self, pipeline: SpanPipeline, rules: DecodeRules, max_body_bytes: int, token: TokenFile | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.rules = rules
         self.max_body_bytes = max_body_bytes
+        self.token = token
 
     def app(self) -> web.Application:
         """The aiohttp application serving POST /v1/traces."""
@@ -45,6 +49,15 @@ class OtlpHttpReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Handle one export request."""
+        if self.token is not None and not self.token.allows(request.headers.get("Authorization")):
+            self.pipeline.stats.refused("otlp_http")
+            body = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message="missing or wrong bearer token")
+            return web.Response(
+                status=401,
+                body=body.SerializeToString(),
+                content_type=PROTOBUF,
+                headers={"WWW-Authenticate": 'Bearer realm="otlp"'},
+            )
         content_type = request.content_type
         if content_type not in (PROTOBUF, JSON):
             return self._error(

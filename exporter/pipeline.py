@@ -63,6 +63,12 @@ class SelfStats:
         self.other_names: Counter[str] = Counter()
         self.batches_rejected: Counter[tuple[str, str]] = Counter()
         self.tenant_sources: Counter[str] = Counter()
+        self.unauthorized: Counter[str] = Counter()
+
+    def refused(self, endpoint: str) -> None:
+        """Count a request refused for its bearer token."""
+        with self.lock:
+            self.unauthorized[endpoint] += 1
 
     def batch_rejected(self, protocol: str, reason: str) -> None:
         """Count a whole export request refused."""

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from exporter import otlp_grpc
 from exporter.attribution_collector import AttributionCollector
 from exporter.attribution_stage import AttributionStage
+from exporter.auth import TokenFile
 from exporter.collector import PipelineCollector
 from exporter.config import Settings, parse_address
 from exporter.engine_collector import EngineCollector
@@ -176,16 +178,19 @@ class Exporter:
         if self.forwarder is not None:
             self.forwarder.start()
         rules = decode_rules(s, self.sender, self.instance_of_model)
-        await self._site(metrics_app(self.registry, self.readiness), s.web_listen_address, "/metrics")
+        web_token = TokenFile(s.web_bearer_token_file) if s.web_bearer_token_file else None
+        otlp_token = TokenFile(s.otlp_bearer_token_file) if s.otlp_bearer_token_file else None
+        app = metrics_app(self.registry, self.readiness, web_token, partial(self.pipeline.stats.refused, "metrics"))
+        await self._site(app, s.web_listen_address, "/metrics")
         if s.otlp_http_listen_address:
-            receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes)
+            receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes, otlp_token)
             await self._site(receiver.app(), s.otlp_http_listen_address, "OTLP/HTTP")
         if s.otlp_grpc_listen_address:
             host, port = parse_address(s.otlp_grpc_listen_address)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             try:
                 self._grpc = otlp_grpc.server(
-                    otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules), address, s.otlp_max_body_bytes
+                    otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules, otlp_token), address, s.otlp_max_body_bytes
                 )
             except (OSError, RuntimeError) as exc:
                 raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc

@@ -9,15 +9,28 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.auth import TokenFile
+
 INDEX = """<html><head><title>llm-token-exporter</title></head><body>
 <h1>llm-token-exporter</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a>
 &middot; <a href="/readyz">/readyz</a></p></body></html>"""
 
 
-def metrics_app(registry: CollectorRegistry, ready: Callable[[], str | None]) -> web.Application:
-    """The aiohttp app; `ready` returns None when ready, else the reason it is not."""
+def metrics_app(
+    registry: CollectorRegistry,
+    ready: Callable[[], str | None],
+    token: TokenFile | None = None,
+    refused: Callable[[], None] = lambda: None,
+) -> web.Application:
+    """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
+    it (probes stay open); `refused` counts a refusal."""
 
     async def metrics(request: web.Request) -> web.Response:
+        if token is not None and not token.allows(request.headers.get("Authorization")):
+            refused()
+            return web.Response(
+                status=401, text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
+            )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         # Render off the event loop so a large scrape does not stall OTLP acknowledgements.
         body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
