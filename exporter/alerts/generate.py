@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.alerts import causes, docs, fleet, routing, rules, sli_tests, tests_gen
+from exporter.alerts import causes, docs, fleet, routing, rules, sli_tests, tests_gen, timescale
 from exporter.alerts.spec import AlertSpec
 from exporter.alerts.testfile import render
 from exporter.alerts.windows import DEFAULT_TIERS
@@ -14,7 +14,12 @@ RULES_DIR, TESTS_DIR = "rules", "tests"
 
 
 def generate(spec: AlertSpec, spec_name: str) -> dict[str, str]:
-    """{relative path: text} for the rule files, their promtool tests, alertmanager.yaml and README.md."""
+    """{relative path: text} for the rule files, their promtool tests, alertmanager.yaml and README.md.
+
+    A time-compressed spec (time_scale != 1, tests and demos only) gets compressed rules and Alertmanager timers
+    and no promtool tests (those are written for real time)."""
+    if spec.time_scale != 1:
+        return _compressed(spec, spec_name)
     head = header(spec_name)
     files: dict[str, str] = {}
     for slo in spec.slos:
@@ -34,6 +39,20 @@ def generate(spec: AlertSpec, spec_name: str) -> dict[str, str]:
     files["alertmanager.yaml"] = head + dump(routing.config(spec))
     files["README.md"] = docs.readme(spec, spec_name)
     return dict(sorted(files.items()))
+
+
+def _compressed(spec: AlertSpec, spec_name: str) -> dict[str, str]:
+    scale = spec.time_scale
+    head = header(spec_name) + timescale.note(scale)
+    files = {f"{RULES_DIR}/{rules.rule_file_name(slo)}": rules.rule_file(spec, slo) for slo in spec.slos}
+    files[f"{RULES_DIR}/causes.rules.yaml"] = causes.rule_file(spec)
+    files[f"{RULES_DIR}/fleet.rules.yaml"] = fleet.rule_file()
+    out = {path: head + dump(timescale.compress_rules(data, scale)) for path, data in files.items()}
+    out["alertmanager.yaml"] = head + dump(timescale.compress_alertmanager(routing.config(spec), scale))
+    readme = docs.readme(spec, spec_name)
+    title, _, rest = readme.partition("\n")
+    out["README.md"] = f"{title}\n\n> {timescale.note(scale).removeprefix('# ').strip()}\n{rest}"
+    return dict(sorted(out.items()))
 
 
 def is_generated(path: Path) -> bool:

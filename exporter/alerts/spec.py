@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from exporter import catalog
 from exporter.alerts.names import LATENCY_METRICS, LATENCY_TITLES
-from exporter.alerts.windows import DEFAULT_TIERS, format_duration, parse_duration
+from exporter.alerts.timescale import MAX_TIME_SCALE, MIN_SCALED_WINDOW_S
+from exporter.alerts.windows import DEFAULT_TIERS, format_duration, parse_duration, sli_windows
 
 # Labels an SLO may group by: those present on every series its SLI reads.
 LATENCY_GROUP_LABELS = catalog.TTFT.labels  # model, tenant
@@ -167,6 +168,11 @@ class AlertSpec(BaseModel):
     exporter_job: str = Field("llm-token-exporter", description="Prometheus job scraping the exporters.")
     runbook_url: str = Field("alerts/README.md", description="Where alerts/README.md is served; anchors are added.")
     routing: RoutingSpec = Field(default_factory=lambda: RoutingSpec())
+    time_scale: float = Field(
+        1.0,
+        description="For tests and demos only: divide every window, `for:`, the period and the Alertmanager timers "
+        "by this (factors unchanged; see exporter/alerts/timescale.py). 1 for real use.",
+    )
     slos: list[SloSpec] = Field(min_length=1)
 
     @field_validator("period")
@@ -176,6 +182,19 @@ class AlertSpec(BaseModel):
         longest = max(tier.long_s for tier in DEFAULT_TIERS)
         if seconds < longest:
             raise ValueError(f"period {value} is shorter than the longest alert window ({format_duration(longest)})")
+        return value
+
+    @field_validator("time_scale")
+    @classmethod
+    def _time_scale(cls, value: float) -> float:
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"time_scale must be a positive number, 1 for real use (got {value!r})")
+        if value > MAX_TIME_SCALE:
+            shortest = min(sli_windows())
+            raise ValueError(
+                f"time_scale {value:g} makes the {format_duration(shortest)} window {shortest / value:.3g} s; it must "
+                f"stay at least {MIN_SCALED_WINDOW_S:g} s (two 1 s scrapes), so time_scale <= {MAX_TIME_SCALE:g}"
+            )
         return value
 
     @field_validator("slos")

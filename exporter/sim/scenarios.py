@@ -8,7 +8,7 @@ knobs as keyword arguments, so a test can compress it into seconds and the demo 
 | steady | Poisson arrivals at the tenants' rates | |
 | diurnal | the rate follows a day compressed into `period` seconds (x0.25 .. x1.75) | tokens/s, queue |
 | spike | the rate jumps `factor` times for `length` seconds | queue, TTFT |
-| latency_regression | prefill of `model` (default: the last one) becomes `factor` times slower | TTFT p95 |
+| latency_regression | prefill of `model` (default: the last) gets `factor` times slower (for `length` s) | TTFT p95 |
 | power_throttling | the GPUs of `instance` are capped at `watts` | gpu_clock_event_reason sw_power_cap, clocks, TPOT |
 | kv_exhaustion | a small KV cache on `instance` and a long-context tenant | llm_engine_preemptions_total, KV usage |
 | gpu_lost | GPU `gpu` falls off the bus; its instance dies | gpu_up 0, llm_engine_up 0 |
@@ -149,11 +149,19 @@ def _build(name: str, at: float | None, params: dict[str, Any]) -> Scenario:
         )
     if name == "latency_regression":
         # 5x on the 8B model of the default node: TTFT p95 past the 1 s SLO threshold, the queue still stable.
-        factor, model = p("factor", 5.0), p("model", None)
+        # `length` (default: none) ends it: prefill is back to normal speed that many seconds later.
+        factor, model, length = p("factor", 5.0), p("model", None), p("length", None)
+        slowdown = PrefillSlowdown(when, factor, model)
+        if length is None:
+            return Scenario(
+                name, f"Prefill {factor:g}x slower on {model or 'the last model'} from {when:g} s.", events=(slowdown,)
+            )
+        if length <= 0:
+            raise ValueError(f"latency_regression: length must be positive (got {length!r})")
         return Scenario(
             name,
-            f"Prefill {factor:g}x slower on {model or 'the last model'} from {when:g} s.",
-            events=(PrefillSlowdown(when, factor, model),),
+            f"Prefill {factor:g}x slower on {model or 'the last model'} from {when:g} s for {length:g} s.",
+            events=(slowdown, PrefillSlowdown(when + length, 1.0, model)),
         )
     if name == "power_throttling":
         watts, instance = p("watts", 250.0), p("instance", 0)
