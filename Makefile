@@ -46,6 +46,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_engine_parse.py
 	$(BIN)/python benchmarks/bench_gpu_sampler.py
+	$(BIN)/python benchmarks/bench_attribution.py
+	$(BIN)/python benchmarks/bench_at_rest.py
 
 sync-chart: install
 	$(BIN)/python scripts/sync-chart-artifacts
