@@ -140,9 +140,20 @@ def run() -> Iterator[Run]:
         power = PowerModel(nvml, f"{server.base_url}/metrics")
         try:
             nvml.gpus[0].processes = [(server.proc.pid, 2 << 30)]
+            instance = f"127.0.0.1:{vllm_port}"
             scrape = f"http://127.0.0.1:{web}/metrics"
             wait_for(
-                lambda: total(httpx.get(scrape).text, catalog.ENGINE_UP.name, {"model": SERVED_NAME}) == 1,
+                # This server only (the /proc topology also finds any other vLLM on the host), up, and with its
+                # GPU known: requests charged before that would be counted no_gpus.
+                lambda: (
+                    total(
+                        httpx.get(scrape).text,
+                        catalog.INSTANCE_INFO.name,
+                        {"vllm_instance": instance, "gpus": nvml.gpus[0].uuid},
+                    )
+                    == 1
+                    and total(httpx.get(scrape).text, catalog.ENGINE_UP.name, {"vllm_instance": instance}) == 1
+                ),
                 30,
                 "the exporter to find vLLM through NVML and /proc",
                 interval=0.5,
@@ -165,12 +176,19 @@ def run() -> Iterator[Run]:
                     list(pool.map(send, calls))
             gateway.shutdown()
             outcome = catalog.ATTRIBUTION_SPANS.name
-            wait_for(
-                lambda: total(httpx.get(scrape).text, outcome, {"outcome": "charged"}) >= len(calls),
-                30,
-                "every request to be charged",
-                interval=0.5,
-            )
+            try:
+                wait_for(
+                    lambda: total(httpx.get(scrape).text, outcome, {"outcome": "charged"}) >= len(calls),
+                    30,
+                    "every request to be charged",
+                    interval=0.5,
+                )
+            except TimeoutError as exc:
+                text = httpx.get(scrape).text
+                raise AssertionError(
+                    f"{exc}: outcomes {by_label(text, outcome, 'outcome')}, "
+                    f"requests by model {by_label(text, catalog.REQUESTS.name, 'model')}"
+                ) from None
             yield Run(httpx.get(scrape).text, exporter, nvml, nvml.gpus[0].uuid, dict(work), len(calls))
         finally:
             power.stop.set()

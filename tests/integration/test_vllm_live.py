@@ -69,7 +69,7 @@ def _gateway_exporter(protocol: str, exporter: ExporterProcess) -> SpanExporter:
     return HttpSpanExporter(endpoint=exporter.otlp_http_url)
 
 
-@pytest.fixture(scope="session", params=["grpc", "http"])
+@pytest.fixture(scope="module", params=["grpc", "http"])  # module: the last server stops with the module
 def live(request: pytest.FixtureRequest) -> Iterator[LiveRun]:
     """Exporter + vLLM over one OTLP protocol, the workload sent, everything scraped when counts are complete.
 
