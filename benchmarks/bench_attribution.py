@@ -8,6 +8,7 @@ import time
 import tracemalloc
 
 from exporter.attribution import Attributor, InstanceInputs, Pricing, request_window, throttled
+from exporter.attribution_stage import interpolate_energy
 from exporter.engine_state import CounterPoint
 from exporter.fake_nvml import FakeNvml
 from exporter.gpu_sampler import GpuSampler
@@ -47,15 +48,7 @@ def main() -> None:
     attributor = Attributor(Pricing({"H100": 3.0}), lambda g: "NVIDIA H100", retention_s=RETENTION_S)
 
     def energy_at(gpu: str, t: float) -> float | None:
-        samples = sampler.samples_between(gpu, t - 3, t + 3)
-        before = [s for s in samples if s.timestamp <= t]
-        after = [s for s in samples if s.timestamp > t]
-        if not before or not after:
-            return None
-        b, a = before[-1], after[0]
-        if b.energy_joules is None or a.energy_joules is None:
-            return None
-        return b.energy_joules + (a.energy_joules - b.energy_joules) * (t - b.timestamp) / (a.timestamp - b.timestamp)
+        return interpolate_energy(sampler.samples_between(gpu, t - 3, t + 3), t)
 
     before_intervals = tracemalloc.get_traced_memory()[0]
     for k in range(INSTANCES):

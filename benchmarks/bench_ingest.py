@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from exporter.demo import Replayer
+from exporter.sim.replay import Replayer
 
 HERE = Path(__file__).resolve().parent
 EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"

@@ -31,9 +31,9 @@ from prometheus_client import generate_latest as generate_text
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter.collector import PipelineCollector
-from exporter.demo import Replayer
 from exporter.otlp_decode import DecodeRules, flatten
 from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.sim.replay import Replayer
 
 LATENCY_PREFIX = "gen_ai.latency."
 MODELS_MAX = 4  # pairs are spread over up to this many models, the rest as tenants

@@ -24,7 +24,7 @@ from exporter.span_forwarder import AttributeValue, SpanForwarder
 from exporter.topology import TopologySource
 
 
-def _energy_at(samples: list[GpuSample], t: float) -> float | None:
+def interpolate_energy(samples: list[GpuSample], t: float) -> float | None:
     """Energy at `t`, interpolated between the samples around it; None unless both are up and known."""
     before = after = None
     for sample in samples:
@@ -179,7 +179,7 @@ class AttributionStage:
         window = 3 * self.sample_interval_s
 
         def energy_at(gpu: str, t: float) -> float | None:
-            return _energy_at(self.gpus.samples_between(gpu, t - window, t + window), t)
+            return interpolate_energy(self.gpus.samples_between(gpu, t - window, t + window), t)
 
         def gpu_down(gpu: str, start: float, end: float) -> bool:
             return any(not s.up for s in self.gpus.samples_between(gpu, start, end))
@@ -189,8 +189,8 @@ class AttributionStage:
             uuids = self._uuids(instance.gpus)
             assigned.update(uuids)
             points = self._points(instance.id)
-            oldest = [self.gpus.samples_between(g, 0.0, now)[:1] for g in uuids]
-            since = max((s[0].timestamp for s in oldest if s), default=None)
+            oldest = [self.gpus.oldest(g) for g in uuids]
+            since = max((s.timestamp for s in oldest if s is not None), default=None)
             if since is not None:
                 points = tuple(p for p in points if p.timestamp_s >= since)  # before the first GPU sample
             self.attributor.close_intervals(InstanceInputs(instance.id, uuids, points), energy_at, gpu_down)

@@ -30,12 +30,11 @@ from exporter.config import InstanceConfig, Settings, parse_address
 from exporter.server import Exporter, StartupError
 from exporter.sim.node import NodeOptions, NodeStartError, SimNode
 from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, PromStack, StackError, find_binary
-from exporter.sim.replay import Replayer, sample_request
 from exporter.sim.scenarios import scenario
 from exporter.sim.spec import NodeSpec
 from exporter.sim.view import Scrape, SloStatus, Window, render
 
-__all__ = ["DemoError", "DemoOptions", "Replayer", "run_demo", "sample_request"]  # Replayer: the benchmarks use it
+__all__ = ["DemoError", "DemoOptions", "run_demo"]
 
 # The demo binds loopback unless told otherwise: it is a demo, not a deployment.
 DEMO_DEFAULTS = {

@@ -221,6 +221,12 @@ class GpuSampler:
             ring = self._rings.get(uuid)
             return ring[-1] if ring else None
 
+    def oldest(self, uuid: str) -> GpuSample | None:
+        """The oldest sample of a GPU still kept, or None."""
+        with self.lock:
+            ring = self._rings.get(uuid)
+            return ring[0] if ring else None
+
     def samples_between(self, uuid: str, start: float, end: float) -> list[GpuSample]:
         """The samples of a GPU with start <= timestamp <= end, oldest first (down samples included)."""
         with self.lock:
