@@ -28,10 +28,11 @@ demo: install
 	$(BIN)/llm-token-exporter demo
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check exporter tests benchmarks scripts/gpu-check scripts/sync-chart-artifacts
-	$(BIN)/ruff format --check exporter tests benchmarks scripts/gpu-check scripts/sync-chart-artifacts
+	$(BIN)/ruff check exporter tests benchmarks scripts/gpu-check scripts/nvml-probe scripts/sync-chart-artifacts
+	$(BIN)/ruff format --check exporter tests benchmarks scripts/gpu-check scripts/nvml-probe scripts/sync-chart-artifacts
 	$(BIN)/mypy
 	$(BIN)/mypy scripts/gpu-check
+	$(BIN)/mypy scripts/nvml-probe
 	$(BIN)/mypy scripts/sync-chart-artifacts
 	$(BIN)/python scripts/sync-chart-artifacts --check
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import itertools
+import math
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 import pynvml  # type: ignore[import-untyped]
 
 GIB = 1 << 30
+POWER_AVERAGE_S = 1.0  # nvmlDeviceGetPowerUsage averages over this (Ampere and later, but GA100)
 
 
 @dataclass
@@ -39,7 +42,8 @@ class FakeGpu:
     index: int
     uuid: str
     name: str = "NVIDIA H100 80GB HBM3"
-    power_w: float = 70.0
+    power_w: float = 70.0  # the power of the moment; NVML's power reading is its average over the last second
+    power_reading_w: float | None = None  # set: what the power reading answers (a subclass averaging on its own)
     memory_total: int = 80 * GIB
     memory_reserved: int = 512 << 20
     memory_used: int = 0
@@ -78,6 +82,7 @@ class FakeNvml:
         self._registered: dict[int, set[int]] = {}  # event set address -> registered gpu indexes
         self._event_buffers: dict[int, Any] = {}
         self._cond = threading.Condition()
+        self._energy_log: list[deque[tuple[float, float]]] = [deque() for _ in gpus]  # (time, energy_mj)
 
     @classmethod
     def with_gpus(cls, count: int, **kwargs: Any) -> FakeNvml:
@@ -97,6 +102,7 @@ class FakeNvml:
             gpu.energy_mj += gpu.power_w * dt * 1000.0
             gpu.dram_bw_integral += gpu.dram_bw_pct * dt
         self.now += dt
+        self._log_energy()
 
     def reload_driver(self) -> None:
         """A driver reload: every energy counter starts again from 0."""
@@ -129,10 +135,39 @@ class FakeNvml:
     def _enter(self, name: str) -> None:
         self.calls[name] += 1
         self.refresh()
+        self._log_energy()
         if self.library_missing:
             raise pynvml.NVMLError_Uninitialized()
         if not self.initialised:
             raise pynvml.NVMLError_Uninitialized()
+
+    def _log_energy(self) -> None:
+        # The energy counter's recent history, for the power reading's one-second average.
+        for gpu, log in zip(self.gpus, self._energy_log, strict=True):
+            if log and log[-1][0] == self.now:
+                continue
+            log.append((self.now, gpu.energy_mj))
+            while len(log) > 2 and log[1][0] <= self.now - POWER_AVERAGE_S:
+                log.popleft()
+
+    def _average_power_mw(self, gpu: FakeGpu) -> float:
+        # What nvmlDeviceGetPowerUsage answers on Ampere and later (all but GA100): the mean power over the last
+        # second, not the power of the moment (seen on an H200: after a load step the reading ramps for ~1 s
+        # while the instantaneous field jumps). Before a second of history, or across a driver reload, the
+        # power of the moment.
+        log = self._energy_log[gpu.index]
+        since = self.now - POWER_AVERAGE_S
+        if not log or log[0][0] > since:
+            return gpu.power_w * 1000.0
+        for (t0, e0), (t1, e1) in itertools.pairwise(log):
+            if t0 <= since <= t1:
+                start = e0 + (e1 - e0) * (since - t0) / (t1 - t0) if t1 > t0 else e1
+                break
+        else:
+            return gpu.power_w * 1000.0
+        if gpu.energy_mj < start:
+            return gpu.power_w * 1000.0
+        return (gpu.energy_mj - start) / POWER_AVERAGE_S
 
     def _gpu(self, name: str, handle: Any) -> FakeGpu:
         self._enter(name)
@@ -197,7 +232,10 @@ class FakeNvml:
         return int(self._gpu("nvmlDeviceGetTotalEnergyConsumption", handle).energy_mj)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
-        return round(self._gpu("nvmlDeviceGetPowerUsage", handle).power_w * 1000)
+        gpu = self._gpu("nvmlDeviceGetPowerUsage", handle)
+        if gpu.power_reading_w is not None:
+            return round(gpu.power_reading_w * 1000)
+        return round(self._average_power_mw(gpu))
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> Any:
         gpu = self._gpu("nvmlDeviceGetMemoryInfo", handle)
@@ -300,12 +338,15 @@ class FakeNvml:
         self._enter("nvmlGpmMetricsGet")
         first = self._gpm.get(ctypes.cast(metricsGet.sample1, ctypes.c_void_p).value or 0)
         second = self._gpm.get(ctypes.cast(metricsGet.sample2, ctypes.c_void_p).value or 0)
-        if first is None or second is None or first[0] != second[0] or second[1] <= first[1]:
+        if first is None or second is None or first[0] != second[0]:
             raise pynvml.NVMLError_InvalidArgument()
         for i in range(metricsGet.numMetrics):
             metric = metricsGet.metrics[i]
             if metric.metricId == pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL:
-                metric.value = (second[2] - first[2]) / (second[1] - first[1])
+                # Samples in the wrong order (or at the same time) are no error to the real library (driver
+                # 580 on an H200, scripts/nvml-probe): it answers success with a NaN rate.
+                elapsed = second[1] - first[1]
+                metric.value = (second[2] - first[2]) / elapsed if elapsed > 0 else math.nan
                 metric.nvmlReturn = pynvml.NVML_SUCCESS
             else:
                 metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED

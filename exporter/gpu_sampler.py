@@ -8,6 +8,7 @@ sampler logs one line and stays off; nothing here raises out of a thread.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import threading
@@ -47,8 +48,10 @@ class GpuSampler:
         enabled: bool = True,
         retry_down_s: float = DEFAULT_RETRY_DOWN_S,
         xid_events: bool = True,
+        energy_every: int = 1,
     ) -> None:
         self.interval_s = interval_s
+        self.energy_every = energy_every
         self.retention_s = retention_s
         self.ring_capacity = math.ceil(retention_s / interval_s) + 1
         self.clock = clock
@@ -77,6 +80,7 @@ class GpuSampler:
             settings.gpu_sample_interval_seconds,
             settings.gpu_retention_seconds,
             enabled=settings.gpu_enabled,
+            energy_every=settings.gpu_energy_every_passes,
             **kwargs,
         )
 
@@ -156,7 +160,7 @@ class GpuSampler:
                 self._failures[error_reason(exc)] += 1
                 log.warning("GPU %d: cannot identify it (%s); not sampled", index, exc)
                 continue
-            devices.append(GpuDevice(nvml, errors, handle, GpuIdentity(uuid, index, name, driver)))
+            devices.append(GpuDevice(nvml, errors, handle, GpuIdentity(uuid, index, name, driver), self.energy_every))
         return devices
 
     def sample_once(self, now: float | None = None) -> list[GpuSample]:
@@ -220,6 +224,14 @@ class GpuSampler:
         with self.lock:
             ring = self._rings.get(uuid)
             return ring[-1] if ring else None
+
+    def latest_energy(self, uuid: str) -> GpuSample | None:
+        """The newest sample that read the energy counter or found the GPU down, or None."""
+        with self.lock:
+            for sample in itertools.islice(reversed(self._rings.get(uuid, ())), self.energy_every + 1):
+                if sample.energy_joules is not None or not sample.up:
+                    return sample
+            return None
 
     def oldest(self, uuid: str) -> GpuSample | None:
         """The oldest sample of a GPU still kept, or None."""

@@ -159,12 +159,17 @@ def test_power_throttling_shows_in_the_clock_event_series_and_clocks() -> None:
     def capped(text: str) -> bool:
         return total(text, "gpu_clock_event_reason", {"index": "0", "reason": "sw_power_cap"}) == 1
 
+    def capped_for_a_second(text: str) -> bool:
+        # NVML's power reading is the mean over the last second: it reaches the cap a second after the reason.
+        return capped(text) and total(text, "gpu_power_watts", {"index": "0"}) <= 250.0
+
     async def main() -> None:
         async with running(scenario("power_throttling", at=1.0, watts=250.0, instance=0)) as run:
             text = await run.until("sw_power_cap on GPU 0", capped)
-        assert total(text, "gpu_clock_event_reason", {"index": "2", "reason": "sw_power_cap"}) == 0
-        assert total(text, "gpu_sm_clock_hertz", {"index": "0"}) < total(text, "gpu_sm_clock_hertz", {"index": "2"})
-        assert total(text, "gpu_power_watts", {"index": "0"}) <= 250.0
+            assert total(text, "gpu_clock_event_reason", {"index": "2", "reason": "sw_power_cap"}) == 0
+            assert total(text, "gpu_sm_clock_hertz", {"index": "0"}) < total(text, "gpu_sm_clock_hertz", {"index": "2"})
+            text = await run.until("GPU 0's power reading at the cap", capped_for_a_second)
+        assert total(text, "gpu_power_watts", {"index": "2"}) > 250.0  # the uncapped GPU runs above it
 
     asyncio.run(main())
 

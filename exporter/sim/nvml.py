@@ -2,7 +2,7 @@
 
 Before every NVML call the fake's clock is set to `clock()` and each GPU's state is read off its timeline at that
 time (clamped to what the simulation has computed, so a reading never sees the future and the energy counter
-never goes back): power, energy counter, utilisation (busy share over the last second, as the driver reports it),
+never goes back): power (its mean over the last second, as NVML reports it), energy counter, utilisation (busy share over the last second, as the driver reports it),
 memory-busy share, GPM DRAM bandwidth integral, clocks, clock-event reasons, temperature, memory and processes.
 A lost GPU raises NVMLError_GpuIsLost like a real one.
 """
@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.fake_nvml import FakeGpu, FakeNvml
+from exporter.fake_nvml import POWER_AVERAGE_S, FakeGpu, FakeNvml
 from exporter.sim.simulation import DRIVER_UPTIME_ENERGY_J, Simulation
 
 UTILISATION_WINDOW_S = 1.0  # NVML's utilisation rates cover the driver's last sample period (up to 1 s)
@@ -55,6 +55,11 @@ class SimulatedNvml(FakeNvml):
                 reading = gpu.timeline.at(t)
                 busy, memory_busy = gpu.timeline.window(t, UTILISATION_WINDOW_S)
                 fake.power_w = reading.state.power_w
+                before = gpu.timeline.at(t - POWER_AVERAGE_S)
+                span = reading.time - before.time
+                fake.power_reading_w = (
+                    (reading.energy_j - before.energy_j) / span if span > 0 else reading.state.power_w
+                )
                 fake.energy_mj = (DRIVER_UPTIME_ENERGY_J + reading.energy_j) * 1000.0
                 fake.gpu_util_pct = round(100 * busy)
                 fake.memory_util_pct = round(100 * memory_busy)

@@ -87,3 +87,25 @@ def test_gpu_exposition_passes_promtool_check_metrics() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def test_power_reading_is_the_mean_over_the_last_second_like_the_real_one() -> None:
+    # On an H200 the reading ramps for a second after a load step (scripts/gpu-energy-trace); the fake does too.
+    fake = FakeNvml.with_gpus(1)
+    fake.nvmlInit()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    fake.gpus[0].power_w = 100.0
+    assert fake.nvmlDeviceGetPowerUsage(handle) == 100_000  # no second of history yet: the power of the moment
+    for _ in range(10):
+        fake.advance(0.1)
+    fake.gpus[0].power_w = 500.0
+    readings = []
+    for _ in range(12):
+        fake.advance(0.1)
+        readings.append(fake.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+    assert readings[0] == pytest.approx(140.0)  # 0.9 s at 100 W + 0.1 s at 500 W
+    assert readings[4] == pytest.approx(300.0)
+    assert readings[9:] == pytest.approx([500.0] * 3)
+    fake.reload_driver()  # the counter starts again: no average across it
+    fake.advance(0.1)
+    assert fake.nvmlDeviceGetPowerUsage(handle) == 500_000

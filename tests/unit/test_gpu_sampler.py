@@ -239,6 +239,20 @@ def test_gpm_bandwidth_only_for_gpus_that_support_it(caplog: pytest.LogCaptureFi
     assert fake.calls["nvmlGpmSampleGet"] == 7 * 3  # never asked of the GPU without GPM
 
 
+def test_gpm_rate_the_library_cannot_compute_is_no_reading_not_nan() -> None:
+    # Two GPM samples at the same instant: the real library answers success with a NaN rate (nvml-probe, H200).
+    fake, sampler = make(1)
+    fake.gpus[0].dram_bw_pct = 50.0
+    sampler.sample_once()
+    sampler.sample_once()  # the fake clock did not move
+    assert sampler.latest(fake.gpus[0].uuid).dram_bandwidth_ratio is None  # type: ignore[union-attr]
+    text = scrape(sampler)
+    assert "NaN" not in text and "gpu_dram_bandwidth_utilization_ratio{" not in text
+    fake.advance(1.0)
+    sampler.sample_once()
+    assert per_gpu(scrape(sampler), "gpu_dram_bandwidth_utilization_ratio") == {"0": pytest.approx(0.5)}
+
+
 @pytest.mark.parametrize(
     ("error", "reason"),
     [("NVMLError_NotSupported", "not_supported"), ("NVMLError_FunctionNotFound", "function_not_found")],
