@@ -1,9 +1,9 @@
 """The NVML conformance probe: one script of NVML calls, each answer reduced to its shape.
 
-The same script runs against the real library (scripts/nvml-probe, on a GPU machine) and against FakeNvml, so a
-test can hold the fake to the shapes the real library gave (recorded in tests/data/nvml/probe-*.json). The calls are the GPU
-sampler's plus their error paths: a bad index, an unknown UUID, a bad clock type or sensor, an unsupported
-field, GPM samples in the wrong order, an event wait that times out, a call after nvmlShutdown.
+The same script runs against the real library (scripts/nvml-probe, on a GPU machine) and against FakeNvml, so
+a test can hold the fake to the shapes the real library gave (recorded in tests/data/nvml/probe-*.json). The
+calls are the GPU sampler's plus their error paths: a bad index, an unknown UUID, a bad clock type or sensor,
+an unsupported field, GPM samples in the wrong order, an event wait that times out, a call after nvmlShutdown.
 """
 
 from __future__ import annotations

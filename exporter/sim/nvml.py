@@ -2,9 +2,9 @@
 
 Before every NVML call the fake's clock is set to `clock()` and each GPU's state is read off its timeline at that
 time (clamped to what the simulation has computed, so a reading never sees the future and the energy counter
-never goes back): power (its mean over the last second, as NVML reports it), energy counter, utilisation (busy share over the last second, as the driver reports it),
-memory-busy share, GPM DRAM bandwidth integral, clocks, clock-event reasons, temperature, memory and processes.
-A lost GPU raises NVMLError_GpuIsLost like a real one.
+never goes back): power (the mean over the last second, as NVML reports it), energy counter, utilisation (busy
+share over the last second, as the driver reports it), memory-busy share, GPM DRAM bandwidth integral, clocks,
+clock-event reasons, temperature, memory and processes. A lost GPU raises NVMLError_GpuIsLost like a real one.
 """
 
 from __future__ import annotations
