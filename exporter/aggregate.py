@@ -106,24 +106,15 @@ class RequestAggregator:
             spec.name: tuple(given.get(spec.name, spec.default_buckets)) for spec in catalog.LATENCY_HISTOGRAMS
         }
         self.series: dict[tuple[str, str], RequestSeries] = {}
+        self.last_seen: dict[tuple[str, str], float] = {}  # series -> when it last counted a request
         self.models = LabelCap(model_cap)
         self.tenant_cap = tenant_cap
         self.tenants: dict[str, LabelCap] = {}
 
-    def _series(self, model: str, tenant: str) -> RequestSeries:
-        key = (model, tenant)
+    def _series(self, key: tuple[str, str]) -> RequestSeries:
         series = self.series.get(key)
         if series is None:
-            model = self.models.admit(model)
-            cap = self.tenants.get(model)
-            if cap is None:
-                cap = self.tenants[model] = LabelCap(self.tenant_cap)
-            tenant = cap.admit(tenant)
-            key = (model, tenant)
-            series = self.series.get(key)
-            if series is None:
-                series = RequestSeries({name: Histogram(b) for name, b in self.buckets.items()})
-                self.series[key] = series
+            series = self.series[key] = RequestSeries({name: Histogram(b) for name, b in self.buckets.items()})
         return series
 
     def _throttle_histogram(self, series: RequestSeries, name: str, throttled: str) -> Histogram:
@@ -132,9 +123,37 @@ class RequestAggregator:
             hist = series.by_throttle[(name, throttled)] = Histogram(self.buckets[name])
         return hist
 
-    def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown") -> None:
-        """Count one finished sequence under its model and tenant (and, for TTFT and TPOT, throttled or not)."""
-        series = self._series(span.model, tenant)
+    def labels(self, model: str, tenant: str) -> tuple[str, str]:
+        """The (model, tenant) label values a request is counted under: itself, or `other` past a cap."""
+        if (model, tenant) in self.series:
+            return model, tenant
+        model = self.models.admit(model)
+        cap = self.tenants.get(model)
+        if cap is None:
+            cap = self.tenants[model] = LabelCap(self.tenant_cap)
+        return model, cap.admit(tenant)
+
+    def expire(self, now: float, idle_s: float) -> list[tuple[str, str]]:
+        """Forget the series that counted nothing for `idle_s` (departed tenants and models), freeing their
+        label slots; returns their (model, tenant)."""
+        gone = [key for key, seen in self.last_seen.items() if now - seen >= idle_s]
+        for key in gone:
+            model, tenant = key
+            del self.series[key], self.last_seen[key]
+            cap = self.tenants.get(model)
+            if cap is not None:
+                cap.seen.discard(tenant)
+                if not cap.seen and not any(m == model for m, _ in self.series):
+                    del self.tenants[model]
+                    self.models.seen.discard(model)
+        return gone
+
+    def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown", now: float = 0.0) -> tuple[str, str]:
+        """Count one finished sequence under its model and tenant (and, for TTFT and TPOT, throttled or not);
+        returns the (model, tenant) labels it was counted under (`other` past a cap)."""
+        key = self.labels(span.model, tenant)
+        series = self._series(key)
+        self.last_seen[key] = now
         series.requests += 1
         series.input_tokens += span.prompt_tokens
         series.output_tokens += span.completion_tokens
@@ -154,6 +173,7 @@ class RequestAggregator:
         if tpot is not None:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)
             self._throttle_histogram(series, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
+        return key
 
     @property
     def overflow(self) -> dict[str, int]:

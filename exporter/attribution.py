@@ -235,6 +235,11 @@ class Attributor:
             self.measured.setdefault(gpu, Amount()).add(amount)
             self.idle.setdefault(gpu, Amount()).add(amount)
 
+    def forget(self, series: set[tuple[str, str]]) -> None:
+        """Drop the attributed totals of these (model, tenant) pairs (their requests went idle)."""
+        for key in [k for k in self.attributed if (k[0], k[1]) in series]:
+            del self.attributed[key]
+
     def forget_assigned(self, gpus: Iterable[str]) -> None:
         """GPUs that now belong to an instance stop being counted as unassigned."""
         for gpu in gpus:

@@ -149,6 +149,10 @@ class AttributionStage:
                 out[key] = sum(known) / len(known)
         return out
 
+    def forget(self, series: list[tuple[str, str]]) -> None:
+        """Drop the attributed totals of (model, tenant) series that went idle."""
+        self.attributor.forget(set(series))
+
     def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
         """Queue a request for charging; forward it at once if it cannot be charged."""
         gpus = self.gpus_of(span.instance) if self.gpus.enabled else ()

@@ -205,7 +205,8 @@ BATCHES_REJECTED = MetricSpec(
     "llm_exporter_batches_rejected_total",
     Kind.COUNTER,
     "Whole OTLP export requests refused, by protocol and reason (decode_error, too_large, "
-    "unsupported_media_type, unsupported_encoding).",
+    "unsupported_media_type, unsupported_encoding; overloaded and memory_limit are retryable refusals before "
+    "decoding, so their spans are not counted elsewhere).",
     ("protocol", "reason"),
 )
 UNAUTHORIZED = MetricSpec(
@@ -218,6 +219,25 @@ QUEUE_DEPTH = MetricSpec("llm_exporter_queue_spans", Kind.GAUGE, "llm_request sp
 QUEUE_CAPACITY = MetricSpec(
     "llm_exporter_queue_capacity_spans", Kind.GAUGE, "Capacity of the processing queue, in spans."
 )
+EXPORTS_IN_PROGRESS = MetricSpec(
+    "llm_exporter_exports_in_progress",
+    Kind.GAUGE,
+    "OTLP exports being decoded now; at otlp.max-concurrent-exports further ones are refused (overloaded).",
+)
+MEMORY_LIMIT = MetricSpec(
+    "llm_exporter_memory_limit_bytes",
+    Kind.GAUGE,
+    "Memory ceiling the exporter guards (the container's limit by default; 0: none); near it, exports are "
+    "refused while spans are queued (memory_limit).",
+)
+PROCESS_RESIDENT_MEMORY = MetricSpec(
+    "process_resident_memory_bytes", Kind.GAUGE, "Resident memory size of the exporter process in bytes."
+)
+PROCESS_CPU = MetricSpec(
+    "process_cpu_seconds_total", Kind.COUNTER, "User and system CPU time of the exporter process in seconds."
+)
+PROCESS_OPEN_FDS = MetricSpec("process_open_fds", Kind.GAUGE, "Open file descriptors of the exporter process.")
+PROCESS_THREADS = MetricSpec("process_threads", Kind.GAUGE, "Threads of the exporter process.")
 TENANT_PENDING = MetricSpec(
     "llm_exporter_tenant_join_pending_spans",
     Kind.GAUGE,
@@ -251,6 +271,16 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     TENANT_PENDING,
     TENANT_JOINS,
     LABEL_OVERFLOW,
+)
+
+# The exporter process itself (exporter.process_collector).
+PROCESS_METRICS: tuple[MetricSpec, ...] = (
+    EXPORTS_IN_PROGRESS,
+    MEMORY_LIMIT,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_CPU,
+    PROCESS_OPEN_FDS,
+    PROCESS_THREADS,
 )
 
 # --- Engine (vLLM /metrics scraper) ---
@@ -656,6 +686,7 @@ ALL: tuple[MetricSpec, ...] = (
     REQUESTS,
     TOKENS,
     *SELF_METRICS,
+    *PROCESS_METRICS,
     *ENGINE_METRICS,
     *ATTRIBUTION_METRICS,
     *GPU_METRICS,

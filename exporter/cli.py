@@ -186,6 +186,13 @@ def _add_loadgen(sub: Any) -> None:
     loadgen.add_argument("--scrape-targets", type=int, default=0, help="simulated vLLM /metrics endpoints to serve")
     loadgen.add_argument("--scrape-base-port", type=int, default=0, help="first port of those (default: free ports)")
     loadgen.add_argument("--seed", type=int, default=1)
+    loadgen.add_argument(
+        "--body-pool",
+        type=int,
+        default=0,
+        help="serialize this many export bodies up front and cycle them: several times the offered load per core "
+        "(ids repeat after pool x batch-size spans; keep that above the exporter's dedup capacity)",
+    )
     loadgen.add_argument("--json", action="store_true", help="also print the report as one JSON line")
 
 
@@ -212,6 +219,7 @@ def run_loadgen(args: argparse.Namespace) -> int:
         scrape_targets=args.scrape_targets,
         scrape_base_port=args.scrape_base_port,
         seed=args.seed,
+        body_pool=max(0, args.body_pool),
     )
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -91,11 +91,39 @@ class Settings(BaseSettings):
         description="An llm_request span with more attributes than this is rejected.",
         json_schema_extra=_flag("otlp.max-span-attributes"),
     )
+    otlp_max_concurrent_exports: int = Field(
+        4,
+        ge=1,
+        description="OTLP exports decoded at once (HTTP and gRPC together); more are refused at once with a "
+        "retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE) so answers stay fast under a flood.",
+        json_schema_extra=_flag("otlp.max-concurrent-exports"),
+    )
+    memory_limit_bytes: int = Field(
+        0,
+        ge=0,
+        description="Memory ceiling (bytes): at 90 percent of it exports are refused (retryable) while spans are "
+        "queued. 0: the container's cgroup memory limit, or none outside a container.",
+        json_schema_extra=_flag("memory.limit-bytes"),
+    )
     queue_capacity_spans: int = Field(
         65_536,
         ge=512,
         description="Request spans the processing queue holds; past it batches are dropped and counted.",
         json_schema_extra=_flag("queue.capacity-spans"),
+    )
+    series_idle_seconds: float = Field(
+        3600.0,
+        ge=10,
+        description="A (model, tenant) whose requests stop is forgotten after this long: its series go and its "
+        "slot under model.cap and tenant.cap is free again (departed models and tenants do not pile up).",
+        json_schema_extra=_flag("series.idle-seconds"),
+    )
+    engine_forget_after_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="An engine instance that left the topology is shown down this long, then its series go "
+        "(a restarting server stays one instance meanwhile).",
+        json_schema_extra=_flag("engine.forget-after-seconds"),
     )
     dedup_capacity_spans: int = Field(
         131_072,

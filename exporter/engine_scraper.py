@@ -47,8 +47,10 @@ class EngineScraper:
         tracker: EngineTracker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        forget_after_s: float = FORGET_AFTER_S,
     ) -> None:
         self.targets = targets
+        self.forget_after_s = forget_after_s
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.tracker = tracker or EngineTracker(history_len=max(16, int(900 / interval_s)))
@@ -62,7 +64,7 @@ class EngineScraper:
         """Scrape every current target once, concurrently."""
         targets = list(self.targets())
         with self.lock:
-            self.tracker.present({t.name for t in targets}, self.clock(), FORGET_AFTER_S)
+            self.tracker.present({t.name for t in targets}, self.clock(), self.forget_after_s)
         await asyncio.gather(*(self._scrape(t) for t in targets))
 
     async def _scrape(self, target: ScrapeTarget) -> None:

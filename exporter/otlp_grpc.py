@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from exporter.admission import Admission
 from exporter.auth import TokenFile
 from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_protobuf
 from exporter.otlp_ingest import ingest
@@ -22,10 +23,17 @@ PROTOCOL = "grpc"
 class OtlpGrpcReceiver:
     """Takes raw request bytes so an undecodable body gets INVALID_ARGUMENT, not an opaque internal error."""
 
-    def __init__(self, pipeline: SpanPipeline, rules: DecodeRules, token: TokenFile | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: SpanPipeline,
+        rules: DecodeRules,
+        token: TokenFile | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.rules = rules
         self.token = token
+        self.admission = admission or Admission(1 << 30, 0, lambda: 0)
 
     async def export(self, body: bytes, context: Any) -> ExportTraceServiceResponse:
         """Handle one Export call."""
@@ -34,14 +42,27 @@ class OtlpGrpcReceiver:
             if not self.token.allows(metadata.get("authorization")):
                 self.pipeline.stats.refused("otlp_grpc")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        refusal = self.admission.try_enter()
+        if refusal is not None:  # UNAVAILABLE: OTLP exporters retry it with back-off (Admission logs a summary)
+            self.pipeline.stats.batch_rejected(PROTOCOL, refusal)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"exporter {refusal}: retry later")
         try:
-            request = parse_protobuf(body)
+            return await self._admitted(body, context)
+        finally:
+            self.admission.leave()
+
+    async def _admitted(self, body: bytes, context: Any) -> ExportTraceServiceResponse:
+        peer = context.peer()
+        try:
+            result = await self.admission.decode(
+                lambda: ingest(parse_protobuf(body), self.rules, self.pipeline, PROTOCOL, peer)
+            )
         except BodyDecodeError as exc:
             self.pipeline.stats.batch_rejected(PROTOCOL, "decode_error")
             log.info("OTLP/gRPC export refused (decode_error): %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises
-        return ingest(request, self.rules, self.pipeline, PROTOCOL, context.peer()).response
+        return result.response
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server."""

@@ -8,9 +8,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 
+from exporter.admission import Admission
 from exporter.auth import TokenFile
 from exporter.otlp_decode import BodyDecodeError, DecodeRules, parse_json, parse_protobuf
-from exporter.otlp_ingest import BodyTooLarge, gunzip_limited, ingest
+from exporter.otlp_ingest import BodyTooLarge, IngestResult, gunzip_limited, ingest
 from exporter.pipeline import SpanPipeline
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,18 @@ class OtlpHttpReceiver:
     """aiohttp handler that decodes, validates and queues, then answers at once."""
 
     def __init__(
-        self, pipeline: SpanPipeline, rules: DecodeRules, max_body_bytes: int, token: TokenFile | None = None
+        self,
+        pipeline: SpanPipeline,
+        rules: DecodeRules,
+        max_body_bytes: int,
+        token: TokenFile | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.rules = rules
         self.max_body_bytes = max_body_bytes
         self.token = token
+        self.admission = admission or Admission(1 << 30, 0, lambda: 0)
 
     def app(self) -> web.Application:
         """The aiohttp application serving POST /v1/traces."""
@@ -39,16 +46,20 @@ class OtlpHttpReceiver:
         app.router.add_post(TRACES_PATH, self.handle)
         return app
 
-    def _error(self, status: int, code: int, reason: str, message: str, content_type: str) -> web.Response:
+    def _error(
+        self, status: int, code: int, reason: str, message: str, content_type: str, quiet: bool = False
+    ) -> web.Response:
         self.pipeline.stats.batch_rejected(PROTOCOL, reason)
-        log.info("OTLP/HTTP export refused (%s): %s", reason, message)
+        if not quiet:
+            log.info("OTLP/HTTP export refused (%s): %s", reason, message)
         body = status_pb2.Status(code=code, message=message)
+        headers = {"Retry-After": "1"} if status == 503 else None
         if content_type == JSON:
-            return web.Response(status=status, text=json_format.MessageToJson(body), content_type=JSON)
-        return web.Response(status=status, body=body.SerializeToString(), content_type=PROTOBUF)
+            return web.Response(status=status, text=json_format.MessageToJson(body), content_type=JSON, headers=headers)
+        return web.Response(status=status, body=body.SerializeToString(), content_type=PROTOBUF, headers=headers)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """Handle one export request."""
+        """Handle one export request: authenticate, admit, decode, queue, answer."""
         if self.token is not None and not self.token.allows(request.headers.get("Authorization")):
             self.pipeline.stats.refused("otlp_http")
             body = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message="missing or wrong bearer token")
@@ -58,6 +69,16 @@ class OtlpHttpReceiver:
                 content_type=PROTOBUF,
                 headers={"WWW-Authenticate": 'Bearer realm="otlp"'},
             )
+        refusal = self.admission.try_enter()
+        if refusal is not None:  # before reading the body: refusing must stay cheap (Admission logs a summary)
+            kind = JSON if request.content_type == JSON else PROTOBUF
+            return self._error(503, code_pb2.UNAVAILABLE, refusal, f"exporter {refusal}: retry later", kind, True)
+        try:
+            return await self._admitted(request)
+        finally:
+            self.admission.leave()
+
+    async def _admitted(self, request: web.Request) -> web.Response:
         content_type = request.content_type
         if content_type not in (PROTOBUF, JSON):
             return self._error(
@@ -83,15 +104,19 @@ class OtlpHttpReceiver:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", too_large, content_type)
+        remote = request.remote
+
+        def decode_and_ingest() -> IngestResult:
+            raw = gunzip_limited(body, self.max_body_bytes) if encoding == "gzip" else body
+            decoded = parse_json(raw) if content_type == JSON else parse_protobuf(raw)
+            return ingest(decoded, self.rules, self.pipeline, PROTOCOL, remote)
+
         try:
-            if encoding == "gzip":
-                body = gunzip_limited(body, self.max_body_bytes)
-            decoded = parse_json(body) if content_type == JSON else parse_protobuf(body)
+            result = await self.admission.decode(decode_and_ingest)
         except BodyTooLarge as exc:
             return self._error(413, code_pb2.RESOURCE_EXHAUSTED, "too_large", str(exc), content_type)
         except BodyDecodeError as exc:
             return self._error(400, code_pb2.INVALID_ARGUMENT, "decode_error", str(exc), content_type)
-        result = ingest(decoded, self.rules, self.pipeline, PROTOCOL, request.remote)
         if content_type == JSON:
             return web.Response(text=json_format.MessageToJson(result.response, indent=None), content_type=JSON)
         return web.Response(body=result.response.SerializeToString(), content_type=PROTOBUF)

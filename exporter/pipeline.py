@@ -21,6 +21,7 @@ from exporter.tenancy import Resolved, TenantJoiner
 log = logging.getLogger(__name__)
 
 MAX_OTHER_SPAN_NAMES = 100
+SERIES_CHECK_EVERY_S = 10.0  # idle-series expiry walks every series: not on every wake-up
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PipelineOptions:
     tenant_cap: int = 200
     model_cap: int = 64
     dedup_capacity: int = 131_072
+    series_idle_s: float = 3600.0
     buckets: Mapping[str, Sequence[float]] | None = None
 
 
@@ -44,6 +46,10 @@ class RequestHook(Protocol):
 
     def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
         """Queue a request for charging (and forwarding)."""
+        ...
+
+    def forget(self, series: list[tuple[str, str]]) -> None:
+        """Drop the totals of (model, tenant) series that went idle."""
         ...
 
     def tick(self, force: bool = False) -> None:
@@ -94,6 +100,7 @@ class SpanPipeline:
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._series_checked = clock()
 
     @property
     def queue_depth(self) -> int:
@@ -163,17 +170,27 @@ class SpanPipeline:
             self._observe(self.joiner.expire(now))
             if self.attribution is not None:
                 self.attribution.tick()
+            if now - self._series_checked >= SERIES_CHECK_EVERY_S:
+                self._series_checked = now
+                gone = self.aggregator.expire(now, self.options.series_idle_s)
+                if gone:
+                    if self.attribution is not None:
+                        self.attribution.forget(gone)
+                    log.info("forgot %d (model, tenant) series idle for %g s", len(gone), self.options.series_idle_s)
 
     def _observe(self, released: list[Resolved]) -> None:
         sources: Counter[str] = Counter()
         hook = self.attribution
         for item in released:
+            now = self.clock()
             if hook is None:
-                self.aggregator.observe(item.span, item.tenant)
+                self.aggregator.observe(item.span, item.tenant, now=now)
             else:
                 throttled = hook.throttled(item.span)
-                self.aggregator.observe(item.span, item.tenant, throttled)
-                hook.submit(item.span, item.tenant, throttled)
+                model, tenant = self.aggregator.observe(item.span, item.tenant, throttled, now)
+                # Charged under the same capped labels, so a hostile tenant string cannot grow those series either.
+                span = item.span if model == item.span.model else item.span._replace(model=model)
+                hook.submit(span, tenant, throttled)
             sources[item.source] += 1
         if sources:
             with self.stats.lock:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from exporter import otlp_grpc
+from exporter.admission import Admission, cgroup_memory_limit
 from exporter.attribution_collector import AttributionCollector
 from exporter.attribution_stage import AttributionStage
 from exporter.auth import TokenFile
@@ -28,6 +29,7 @@ from exporter.gpu_sampler import GpuSampler
 from exporter.otlp_decode import DecodeRules, SenderLookup
 from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.process_collector import ProcessCollector
 from exporter.span_forwarder import SpanForwarder
 from exporter.topology import Instance, SpanSender, TopologyConfigError, TopologySource, match_sender
 from exporter.topology_collector import TopologyCollector
@@ -50,6 +52,7 @@ def build_pipeline(settings: Settings) -> SpanPipeline:
             tenant_cap=settings.tenant_cap,
             model_cap=settings.model_cap,
             dedup_capacity=settings.dedup_capacity_spans,
+            series_idle_s=settings.series_idle_seconds,
             buckets=settings.histogram_buckets(),
         )
     )
@@ -99,6 +102,7 @@ class Exporter:
     topology: TopologySource = field(init=False)
     attribution: AttributionStage = field(init=False)
     forwarder: SpanForwarder | None = field(init=False)
+    admission: Admission = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -124,6 +128,7 @@ class Exporter:
             lambda: [ScrapeTarget(i.id, i.url, i.model) for i in self.topology.current().instances],
             self.settings.engine_scrape_interval_seconds,
             self.settings.engine_scrape_timeout_seconds,
+            forget_after_s=self.settings.engine_forget_after_seconds,
         )
         self.registry.register(EngineCollector(self.scraper))
         self.forwarder = build_forwarder(self.settings)
@@ -132,6 +137,11 @@ class Exporter:
         )
         self.pipeline.attribution = self.attribution
         self.registry.register(AttributionCollector(self.pipeline, self.attribution))
+        memory_limit = self.settings.memory_limit_bytes or cgroup_memory_limit()
+        self.admission = Admission(
+            self.settings.otlp_max_concurrent_exports, memory_limit, lambda: self.pipeline.queue_depth
+        )
+        self.registry.register(ProcessCollector(self.admission))
 
     def _model_of(self, instance: Instance) -> str | None:
         """An instance's model: configured, else the one model its /metrics serves."""
@@ -175,22 +185,36 @@ class Exporter:
         """Start the worker and bind every listener."""
         s = self.settings
         self.pipeline.start()
+        limit = self.admission.memory_limit_bytes
+        log.info(
+            "memory ceiling %s; at most %d OTLP exports decoded at once",
+            f"{limit / 2**20:.0f} MiB" if limit else "none",
+            self.admission.max_concurrent,
+        )
         if self.forwarder is not None:
             self.forwarder.start()
         rules = decode_rules(s, self.sender, self.instance_of_model)
         web_token = TokenFile(s.web_bearer_token_file) if s.web_bearer_token_file else None
         otlp_token = TokenFile(s.otlp_bearer_token_file) if s.otlp_bearer_token_file else None
-        app = metrics_app(self.registry, self.readiness, web_token, partial(self.pipeline.stats.refused, "metrics"))
+        app = metrics_app(
+            self.registry,
+            self.readiness,
+            web_token,
+            partial(self.pipeline.stats.refused, "metrics"),
+            (self.admission.scrape_started, self.admission.scrape_ended),
+        )
         await self._site(app, s.web_listen_address, "/metrics")
         if s.otlp_http_listen_address:
-            receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes, otlp_token)
+            receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes, otlp_token, self.admission)
             await self._site(receiver.app(), s.otlp_http_listen_address, "OTLP/HTTP")
         if s.otlp_grpc_listen_address:
             host, port = parse_address(s.otlp_grpc_listen_address)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             try:
                 self._grpc = otlp_grpc.server(
-                    otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules, otlp_token), address, s.otlp_max_body_bytes
+                    otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules, otlp_token, self.admission),
+                    address,
+                    s.otlp_max_body_bytes,
                 )
             except (OSError, RuntimeError) as exc:
                 raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc
@@ -212,6 +236,7 @@ class Exporter:
             await self._grpc.stop(grace=2.0)
         for runner in reversed(self._runners):
             await runner.cleanup()
+        await asyncio.get_running_loop().run_in_executor(None, self.admission.close)
         waiting = self.pipeline.queue_depth
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
         if self.forwarder is not None:

@@ -21,9 +21,11 @@ def metrics_app(
     ready: Callable[[], str | None],
     token: TokenFile | None = None,
     refused: Callable[[], None] = lambda: None,
+    priority: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> web.Application:
     """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
-    it (probes stay open); `refused` counts a refusal."""
+    it (probes stay open); `refused` counts a refusal; `priority` (started, ended) brackets each render so
+    ingest can give way to it."""
 
     async def metrics(request: web.Request) -> web.Response:
         if token is not None and not token.allows(request.headers.get("Authorization")):
@@ -33,7 +35,12 @@ def metrics_app(
             )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         # Render off the event loop so a large scrape does not stall OTLP acknowledgements.
-        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        started, ended = priority or (lambda: None, lambda: None)
+        started()
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        finally:
+            ended()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:

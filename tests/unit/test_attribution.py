@@ -287,3 +287,11 @@ def test_conservation_on_random_timelines(reqs: list[Req], step: float, lost: in
     for gpu in gpus:
         conserved(attributor, gpu)
         assert attributor.pending_amount(gpu).joules == 0
+
+
+def test_forget_drops_the_totals_of_idle_model_tenant_pairs_only() -> None:
+    attributor = Attributor(PRICING, lambda gpu: "H100")
+    for key in (("m", "a", "prefill"), ("m", "a", "decode"), ("m", "b", "decode"), ("n", "a", "decode")):
+        attributor.attributed[key] = Amount(1.0, 2.0, 3.0)
+    attributor.forget({("m", "a")})
+    assert set(attributor.attributed) == {("m", "b", "decode"), ("n", "a", "decode")}

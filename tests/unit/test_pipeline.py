@@ -151,3 +151,65 @@ def test_every_span_metric_of_the_catalog_is_exposed() -> None:
     for spec in catalog.LATENCY_HISTOGRAMS:
         assert {spec.name + "_bucket", spec.name + "_count", spec.name + "_sum"} <= names
     assert total(text, catalog.REQUESTS.name) == 20
+
+
+class Hook:
+    """A stand-in attribution stage recording what the pipeline hands it."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, str]] = []
+        self.forgotten: list[tuple[str, str]] = []
+
+    def throttled(self, span: object) -> str:
+        return "false"
+
+    def submit(self, span: object, tenant: str, throttled: str) -> None:
+        self.submitted.append((span.model, tenant))  # type: ignore[attr-defined]
+
+    def forget(self, series: list[tuple[str, str]]) -> None:
+        self.forgotten.extend(series)
+
+    def tick(self, force: bool = False) -> None:
+        pass
+
+
+def test_attribution_gets_the_capped_labels_so_hostile_tenants_stay_bounded_there_too() -> None:
+    pipeline = SpanPipeline(PipelineOptions(tenant_cap=3, tenant_join_window_s=0))
+    hook = Hook()
+    pipeline.attribution = hook
+    rng = random.Random(5)
+    template = sample_request_spans()[0]
+    spans = [with_attribute(fresh(template, rng), "tenant.id", f"hostile-{i}") for i in range(200)]
+    pipeline.submit(flatten(request_of(spans), DecodeRules()), "http")
+    pipeline.process_available()
+    assert len(hook.submitted) == 200
+    assert len(set(hook.submitted)) == 4  # three tenants and other
+
+
+def test_idle_series_are_forgotten_and_their_slots_freed() -> None:
+    clock = [1000.0]
+    pipeline = SpanPipeline(PipelineOptions(tenant_cap=2, tenant_join_window_s=0, series_idle_s=60), lambda: clock[0])
+    hook = Hook()
+    pipeline.attribution = hook
+    rng = random.Random(6)
+    template = sample_request_spans()[0]
+
+    def send(*tenants: str) -> None:
+        spans = [with_attribute(fresh(template, rng), "tenant.id", t) for t in tenants]
+        pipeline.submit(flatten(request_of(spans), DecodeRules()), "http")
+        pipeline.process_available()
+
+    send("a", "b", "c")
+    model = template_model = next(iter(pipeline.aggregator.series))[0]
+    assert set(_requests(pipeline)) == {(model, "a"), (model, "b"), (model, "other")}
+    clock[0] += 40
+    send("b")
+    clock[0] += 30  # a and other idle 70 s, b 30 s
+    send()
+    assert set(_requests(pipeline)) == {(template_model, "b")}
+    assert sorted(hook.forgotten) == [(model, "a"), (model, "other")]
+    send("c")  # the slot a held is free again: c gets its own series
+    assert set(_requests(pipeline)) == {(model, "b"), (model, "c")}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(pipeline))
+    assert set(by_label(generate_latest(registry).decode(), catalog.REQUESTS.name, "tenant")) == {"b", "c"}
