@@ -53,6 +53,7 @@ class LoadOptions:
     scrape_targets: int = 0  # simulated vLLM /metrics endpoints to serve
     scrape_base_port: int = 0  # their first port (0: free ports)
     seed: int = 1
+    tag: str = ""  # in model and tenant names (loadgen-model-<tag><i>, tenant-<tag><j>): a new set per tag
     body_pool: int = 0  # >0: serialize this many bodies up front and patch fresh ids into copies (far more load)
 
 
@@ -88,18 +89,18 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _model(i: int) -> str:
-    return f"loadgen-model-{i}"
+def _model(i: int, tag: str = "") -> str:
+    return f"loadgen-model-{tag}{i}"
 
 
 class Batches:
     """Export request bodies of `size` llm_request spans, one template per model, fresh ids per body."""
 
-    def __init__(self, size: int, models: int, tenants: int, seed: int) -> None:
+    def __init__(self, size: int, models: int, tenants: int, seed: int, tag: str = "") -> None:
         rng = random.Random(seed)
         prompt, output = LengthDist(600, 0.8, 4, 8192), LengthDist(150, 0.8, 1, 2048)
         self.templates: list[ExportTraceServiceRequest] = []
-        self.processes = [VllmProcess(_model(m), f"loadgen-{m}", 10_000 + m) for m in range(models)]
+        self.processes = [VllmProcess(_model(m, tag), f"loadgen-{m}", 10_000 + m) for m in range(models)]
         now = time.time()
         for process in self.processes:
             spans = []
@@ -122,7 +123,9 @@ class Batches:
                 )
                 span = request_span(timing, b"\0" * 16, b"\0" * 8)
                 # The tenant on the span itself (no gateway spans): every span sent is a request span.
-                span.attributes.append(KeyValue(key="tenant.id", value=AnyValue(string_value=f"tenant-{i % tenants}")))
+                span.attributes.append(
+                    KeyValue(key="tenant.id", value=AnyValue(string_value=f"tenant-{tag}{i % tenants}"))
+                )
                 spans.append(span)
             self.templates.append(export_request(process.resource(), SCOPE, spans))
         self._next = 0
@@ -238,7 +241,7 @@ async def _self_metrics(client: httpx.AsyncClient, url: str | None) -> dict[str,
 
 async def run_load(options: LoadOptions, out: TextIO = sys.stdout) -> LoadReport:
     """Send spans at `options.rate` for `options.duration` seconds and report."""
-    batches = Batches(options.batch_size, options.models, options.tenants, options.seed)
+    batches = Batches(options.batch_size, options.models, options.tenants, options.seed, options.tag)
     if options.body_pool:
         batches.fill_pool(options.body_pool)
     latencies: list[float] = []
