@@ -215,6 +215,13 @@ UNAUTHORIZED = MetricSpec(
     "Requests refused for a missing or wrong bearer token, by endpoint (otlp_http, otlp_grpc, metrics).",
     ("endpoint",),
 )
+TLS_RELOADS = MetricSpec(
+    "llm_exporter_tls_reloads_total",
+    Kind.COUNTER,
+    "Certificate file changes seen by a TLS listener group (web, otlp), by result: ok (new connections use the new "
+    "certificate) or failed (unreadable or unusable files: the last good certificate stays in use).",
+    ("listener", "result"),
+)
 QUEUE_DEPTH = MetricSpec("llm_exporter_queue_spans", Kind.GAUGE, "llm_request spans waiting in the processing queue.")
 QUEUE_CAPACITY = MetricSpec(
     "llm_exporter_queue_capacity_spans", Kind.GAUGE, "Capacity of the processing queue, in spans."
@@ -266,6 +273,7 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     OTHER_SPANS,
     BATCHES_REJECTED,
     UNAUTHORIZED,
+    TLS_RELOADS,
     QUEUE_DEPTH,
     QUEUE_CAPACITY,
     TENANT_PENDING,

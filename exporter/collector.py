@@ -134,6 +134,10 @@ class PipelineCollector(Collector):
             for (protocol, reason), value in sorted(stats.batches_rejected.items()):
                 batches.add_metric([protocol, reason], value)
             families.append(batches)
+            reloads = counter(catalog.TLS_RELOADS)
+            for (listener, result), value in sorted(stats.tls_reloads.items()):
+                reloads.add_metric([listener, result], value)
+            families.append(reloads)
         depth = gauge(catalog.QUEUE_DEPTH)
         depth.add_metric([], self.pipeline.queue_depth)
         capacity = gauge(catalog.QUEUE_CAPACITY)

@@ -6,16 +6,17 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from exporter import catalog
+from exporter import catalog, tls
 
 ENV_PREFIX = "LLM_TOKEN_EXPORTER_"
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("file_values")
@@ -332,6 +333,40 @@ class Settings(BaseSettings):
         "authorization metadata); re-read when it changes. Empty: no authentication.",
         json_schema_extra=_flag("otlp.bearer-token-file"),
     )
+    web_tls_cert_file: str = Field(
+        "",
+        description="PEM certificate chain that /metrics, /healthz and /readyz are served with over HTTPS (with "
+        "web_tls_key_file); re-loaded when the files change. Empty: plain HTTP.",
+        json_schema_extra=_flag("web.tls-cert-file"),
+    )
+    web_tls_key_file: str = Field(
+        "",
+        description="Unencrypted PEM private key of web_tls_cert_file.",
+        json_schema_extra=_flag("web.tls-key-file"),
+    )
+    web_tls_client_ca_file: str = Field(
+        "",
+        description="PEM CA certificates that must sign a client certificate for any web request (mTLS; needs "
+        "web_tls_cert_file; probes then need one too). Empty: no client certificate asked.",
+        json_schema_extra=_flag("web.tls-client-ca-file"),
+    )
+    otlp_tls_cert_file: str = Field(
+        "",
+        description="PEM certificate chain that both OTLP receivers (gRPC and HTTP) are served with over TLS (with "
+        "otlp_tls_key_file); re-loaded when the files change. Empty: plain gRPC and HTTP.",
+        json_schema_extra=_flag("otlp.tls-cert-file"),
+    )
+    otlp_tls_key_file: str = Field(
+        "",
+        description="Unencrypted PEM private key of otlp_tls_cert_file.",
+        json_schema_extra=_flag("otlp.tls-key-file"),
+    )
+    otlp_tls_client_ca_file: str = Field(
+        "",
+        description="PEM CA certificates that must sign the client certificate of every OTLP sender (mTLS; needs "
+        "otlp_tls_cert_file). Empty: no client certificate asked.",
+        json_schema_extra=_flag("otlp.tls-client-ca-file"),
+    )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",
@@ -402,6 +437,41 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot read token file {value!r}")
         return value
 
+    @field_validator("web_tls_cert_file", "otlp_tls_cert_file")
+    @classmethod
+    def _check_tls_cert(cls, value: str) -> str:
+        if value:
+            _tls_check(tls.check_certificate_file, value)
+        return value
+
+    @field_validator("web_tls_key_file", "otlp_tls_key_file")
+    @classmethod
+    def _check_tls_key(cls, value: str, info: ValidationInfo) -> str:
+        group = str(info.field_name).removesuffix("_tls_key_file")
+        cert_field = f"{group}_tls_cert_file"
+        if cert_field not in info.data:
+            return value  # the certificate has its own error
+        cert = info.data[cert_field]
+        if bool(cert) != bool(value):
+            given, missing = (cert_field, info.field_name) if cert else (info.field_name, cert_field)
+            raise ValueError(f"{given} is set but {missing} is not: TLS needs both or neither")
+        if value:
+            _tls_check(tls.check_key_file, cert, value)
+        return value
+
+    @field_validator("web_tls_client_ca_file", "otlp_tls_client_ca_file")
+    @classmethod
+    def _check_tls_client_ca(cls, value: str, info: ValidationInfo) -> str:
+        group = str(info.field_name).removesuffix("_tls_client_ca_file")
+        cert_field = f"{group}_tls_cert_file"
+        if value and cert_field in info.data and not info.data[cert_field]:
+            raise ValueError(
+                f"a client CA (mTLS) needs TLS: set {group}_tls_cert_file and {group}_tls_key_file as well"
+            )
+        if value:
+            _tls_check(tls.check_certificate_file, value, "client CA")
+        return value
+
     @field_validator("web_listen_address", "otlp_grpc_listen_address", "otlp_http_listen_address")
     @classmethod
     def _check_address(cls, value: str, info: Any) -> str:
@@ -432,6 +502,13 @@ class Settings(BaseSettings):
             catalog.DECODE.name: self.buckets_decode,
             catalog.E2E.name: self.buckets_e2e,
         }
+
+
+def _tls_check(check: Callable[..., None], *args: str) -> None:
+    try:
+        check(*args)
+    except tls.TlsError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -74,8 +74,14 @@ class OtlpGrpcReceiver:
         return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
 
 
-def server(receiver: OtlpGrpcReceiver, address: str, max_message_bytes: int) -> grpc.aio.Server:
-    """A grpc.aio server with the receiver bound to `address`; larger messages get RESOURCE_EXHAUSTED."""
+def server(
+    receiver: OtlpGrpcReceiver,
+    address: str,
+    max_message_bytes: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> grpc.aio.Server:
+    """A grpc.aio server with the receiver bound to `address` (over TLS with `credentials`); larger messages get
+    RESOURCE_EXHAUSTED."""
     srv = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -83,6 +89,7 @@ def server(receiver: OtlpGrpcReceiver, address: str, max_message_bytes: int) -> 
         ],
     )
     srv.add_generic_rpc_handlers((receiver.handler(),))
-    if srv.add_insecure_port(address) == 0:
+    port = srv.add_insecure_port(address) if credentials is None else srv.add_secure_port(address, credentials)
+    if port == 0:
         raise OSError(f"cannot listen on {address}")
     return srv

@@ -70,11 +70,17 @@ class SelfStats:
         self.batches_rejected: Counter[tuple[str, str]] = Counter()
         self.tenant_sources: Counter[str] = Counter()
         self.unauthorized: Counter[str] = Counter()
+        self.tls_reloads: Counter[tuple[str, str]] = Counter()
 
     def refused(self, endpoint: str) -> None:
         """Count a request refused for its bearer token."""
         with self.lock:
             self.unauthorized[endpoint] += 1
+
+    def tls_reloaded(self, listener: str, result: str) -> None:
+        """Count a change of a listener group's certificate files, by result (ok, failed)."""
+        with self.lock:
+            self.tls_reloads[(listener, result)] += 1
 
     def batch_rejected(self, protocol: str, reason: str) -> None:
         """Count a whole export request refused."""

@@ -31,6 +31,7 @@ from exporter.otlp_http import OtlpHttpReceiver
 from exporter.pipeline import PipelineOptions, SpanPipeline
 from exporter.process_collector import ProcessCollector
 from exporter.span_forwarder import SpanForwarder
+from exporter.tls import CertReloader, TlsError, TlsFiles, grpc_credentials, server_context
 from exporter.topology import Instance, SpanSender, TopologyConfigError, TopologySource, match_sender
 from exporter.topology_collector import TopologyCollector
 from exporter.topology_sources import build_source, compute_processes
@@ -170,16 +171,26 @@ class Exporter:
             return "span pipeline worker stopped"
         return None
 
-    async def _site(self, app: web.Application, address: str, what: str) -> None:
+    def _tls(self, name: str, cert: str, key: str, client_ca: str) -> CertReloader | None:
+        """The certificate of a listener group, or None without TLS; raises StartupError when the files fail."""
+        if not cert:
+            return None
+        try:
+            return CertReloader(TlsFiles(cert, key, client_ca), name, self.pipeline.stats.tls_reloaded)
+        except TlsError as exc:
+            raise StartupError(f"{name} TLS: {exc}") from exc
+
+    async def _site(self, app: web.Application, address: str, what: str, tls: CertReloader | None = None) -> None:
         host, port = parse_address(address)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
+        context = None if tls is None else server_context(tls)
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context).start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {address} for {what}: {exc.strerror or exc}") from exc
-        log.info("%s listening on %s", what, address)
+        log.info("%s listening on %s%s", what, address, _tls_note(tls))
 
     async def start(self) -> None:
         """Start the worker and bind every listener."""
@@ -196,6 +207,9 @@ class Exporter:
         rules = decode_rules(s, self.sender, self.instance_of_model)
         web_token = TokenFile(s.web_bearer_token_file) if s.web_bearer_token_file else None
         otlp_token = TokenFile(s.otlp_bearer_token_file) if s.otlp_bearer_token_file else None
+        web_tls = self._tls("web", s.web_tls_cert_file, s.web_tls_key_file, s.web_tls_client_ca_file)
+        # Both OTLP receivers share one certificate, so a change is loaded (and counted) once.
+        otlp_tls = self._tls("otlp", s.otlp_tls_cert_file, s.otlp_tls_key_file, s.otlp_tls_client_ca_file)
         app = metrics_app(
             self.registry,
             self.readiness,
@@ -203,23 +217,25 @@ class Exporter:
             partial(self.pipeline.stats.refused, "metrics"),
             (self.admission.scrape_started, self.admission.scrape_ended),
         )
-        await self._site(app, s.web_listen_address, "/metrics")
+        await self._site(app, s.web_listen_address, "/metrics", web_tls)
         if s.otlp_http_listen_address:
             receiver = OtlpHttpReceiver(self.pipeline, rules, s.otlp_max_body_bytes, otlp_token, self.admission)
-            await self._site(receiver.app(), s.otlp_http_listen_address, "OTLP/HTTP")
+            await self._site(receiver.app(), s.otlp_http_listen_address, "OTLP/HTTP", otlp_tls)
         if s.otlp_grpc_listen_address:
             host, port = parse_address(s.otlp_grpc_listen_address)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            credentials = None if otlp_tls is None else grpc_credentials(otlp_tls)
             try:
                 self._grpc = otlp_grpc.server(
                     otlp_grpc.OtlpGrpcReceiver(self.pipeline, rules, otlp_token, self.admission),
                     address,
                     s.otlp_max_body_bytes,
+                    credentials,
                 )
             except (OSError, RuntimeError) as exc:
                 raise StartupError(f"cannot listen on {s.otlp_grpc_listen_address} for OTLP/gRPC: {exc}") from exc
             await self._grpc.start()
-            log.info("OTLP/gRPC listening on %s", s.otlp_grpc_listen_address)
+            log.info("OTLP/gRPC listening on %s%s", s.otlp_grpc_listen_address, _tls_note(otlp_tls))
         await self.topology.start()
         self.scraper.start()
         # Never raises: without NVML it logs one line and the rest of the exporter works.
@@ -242,6 +258,12 @@ class Exporter:
         if self.forwarder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.forwarder.stop)
         log.info("stopped; drained %d queued request spans", waiting)
+
+
+def _tls_note(tls: CertReloader | None) -> str:
+    if tls is None:
+        return ""
+    return " (mTLS)" if tls.files.mutual else " (TLS)"
 
 
 async def run_until_signalled(exporter: Exporter, stop: asyncio.Event | None = None) -> None:

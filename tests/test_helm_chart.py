@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from exporter.config import DEFAULT_GPU_PRICES, Settings, load_settings
+from tests.support.certs import CertAuthority
 from tests.support.procs import EXPORTER_BIN, REPO
 
 CHART = REPO / "deploy/helm/llm-token-exporter"
@@ -136,8 +137,11 @@ def rendered_config(objects: list[Obj]) -> Obj:
     return loaded
 
 
-def settings_of(objects: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings the exporter would start with: the rendered file plus the pod's env (node name)."""
+def settings_of(
+    objects: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mounts: dict[str, Path] | None = None
+) -> Settings:
+    """The settings the exporter would start with: the rendered file plus the pod's env (node name); `mounts` maps
+    a mount path in the pod to a local directory holding what the pod would find there."""
     for key in list(os.environ):
         if key.startswith("LLM_TOKEN_EXPORTER_"):
             monkeypatch.delenv(key)
@@ -146,8 +150,11 @@ def settings_of(objects: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         if env["name"] == "LLM_TOKEN_EXPORTER_KUBERNETES_NODE_NAME":
             assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
             monkeypatch.setenv(env["name"], "gpu-node-1")
+    text = one(objects, "ConfigMap", FULLNAME)["data"]["config.yaml"]
+    for mount, local in (mounts or {}).items():
+        text = text.replace(f"{mount}/", f"{local}/")
     path = tmp_path / "config.yaml"
-    path.write_text(one(objects, "ConfigMap", FULLNAME)["data"]["config.yaml"])
+    path.write_text(text)
     return load_settings({}, path)
 
 
@@ -498,6 +505,80 @@ def test_ipv6_listen_addresses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     settings = settings_of(objects, tmp_path, monkeypatch)
     assert settings.web_listen_address == "[::]:9842"
     assert "runtimeClassName" not in daemonset_pod(objects)
+
+
+TLS_MOUNT = "/etc/llm-token-exporter-tls"
+TLS_VALUES: Obj = {
+    "tls": {"secretName": "lte-tls", "clientAuth": {"otlp": True}},
+    "monitor": {"tlsConfig": {"ca": {"secret": {"name": "lte-tls", "key": "ca.crt"}}, "serverName": "lte.example"}},
+}
+
+
+def test_tls_secret_is_mounted_and_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(TLS_VALUES)
+    for obj in objects:
+        validate_object(obj)
+    assert_secure(objects, TLS_VALUES)
+    container = exporter_container(objects)
+    # A whole-Secret mount (no subPath), so the kubelet rewrites the files on renewal and the exporter re-loads them.
+    assert {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "lte-tls"}} in daemonset_pod(objects)["volumes"]
+    config = rendered_config(objects)
+    for group in ("web", "otlp"):
+        assert config[f"{group}_tls_cert_file"] == f"{TLS_MOUNT}/tls.crt"
+        assert config[f"{group}_tls_key_file"] == f"{TLS_MOUNT}/tls.key"
+    assert config["otlp_tls_client_ca_file"] == f"{TLS_MOUNT}/ca.crt" and "web_tls_client_ca_file" not in config
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}
+    endpoint = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == TLS_VALUES["monitor"]["tlsConfig"]
+    # The exporter starts with that config when the Secret holds what cert-manager writes into it.
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    ca = CertAuthority.create("ca")
+    ca.write(secret / "ca.crt")
+    ca.issue("lte.example", 7, server=True).write(secret / "tls.crt", secret / "tls.key")
+    settings = settings_of(objects, tmp_path, monkeypatch, {TLS_MOUNT: secret})
+    assert settings.otlp_tls_client_ca_file == str(secret / "ca.crt")
+    assert settings.web_tls_key_file == str(secret / "tls.key")
+    notes = render_manifests(TLS_VALUES)["llm-token-exporter/templates/NOTES.txt"]
+    assert f"--otlp-traces-endpoint https://{FULLNAME}.{NAMESPACE}.svc:4317" in notes
+    assert "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE" in notes and "TRACES_INSECURE" not in notes
+    report = helm.lint(str(CHART), TLS_VALUES, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_tls_on_metrics_only_with_mtls() -> None:
+    values = {"tls": {"secretName": "lte-tls", "otlp": False, "clientAuth": {"web": True}}}
+    objects = render(values)
+    config = rendered_config(objects)
+    assert not any(key.startswith("otlp_tls") for key in config)
+    assert config["web_tls_client_ca_file"] == f"{TLS_MOUNT}/ca.crt"
+    container = exporter_container(objects)
+    # The kubelet presents no client certificate: with mTLS the probes check the port only.
+    assert (
+        container["livenessProbe"]["tcpSocket"] == {"port": "metrics"} and "httpGet" not in container["livenessProbe"]
+    )
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "https"
+    notes = render_manifests(values)["llm-token-exporter/templates/NOTES.txt"]
+    assert f"--otlp-traces-endpoint http://{FULLNAME}" in notes and "TRACES_INSECURE=true" in notes
+    assert "--cert client.crt --key client.key https://localhost:9842/readyz" in notes
+
+
+def test_no_tls_by_default(default_objects: list[Obj]) -> None:
+    assert not any("tls" in key for key in rendered_config(default_objects))
+    assert "tls" not in {v["name"] for v in daemonset_pod(default_objects)["volumes"]}
+    assert one(default_objects, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "http"
+
+
+@pytest.mark.parametrize(
+    "tls",
+    [{"clientAuth": {"web": True}}, {"secretName": "s", "otlp": False, "clientAuth": {"otlp": True}}],
+)
+def test_client_auth_without_tls_fails_at_install(tls: Obj) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"tls.clientAuth.(web|otlp) needs TLS"):
+        render({"tls": tls})
 
 
 def test_image_digest_wins_over_tag() -> None:

@@ -99,5 +99,37 @@ app.kubernetes.io/part-of: llm-token-exporter
 {{- else }}
 {{- $_ = set $cfg "podresources_socket" "" }}
 {{- end }}
+{{- range $group := list "web" "otlp" }}
+{{- if and (index $.Values.tls.clientAuth $group) (not (and $.Values.tls.secretName (index $.Values.tls $group))) }}
+{{- fail (printf "tls.clientAuth.%s needs TLS on that listener: set tls.secretName and tls.%s" $group $group) }}
+{{- end }}
+{{- end }}
+{{- with .Values.tls }}
+{{- if .secretName }}
+{{- $dir := include "llm-token-exporter.tlsMount" $ }}
+{{- range $group := list "web" "otlp" }}
+{{- if index $.Values.tls $group }}
+{{- $_ = set $cfg (printf "%s_tls_cert_file" $group) (printf "%s/tls.crt" $dir) }}
+{{- $_ = set $cfg (printf "%s_tls_key_file" $group) (printf "%s/tls.key" $dir) }}
+{{- if index $.Values.tls.clientAuth $group }}
+{{- $_ = set $cfg (printf "%s_tls_client_ca_file" $group) (printf "%s/ca.crt" $dir) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/* Where the TLS Secret is mounted (not under /etc/llm-token-exporter: that is the ConfigMap's volume). */}}
+{{- define "llm-token-exporter.tlsMount" -}}
+/etc/llm-token-exporter-tls
+{{- end }}
+
+{{/* Whether /metrics is served over HTTPS, and whether it also wants client certificates. */}}
+{{- define "llm-token-exporter.webTls" -}}
+{{- if and .Values.tls.secretName .Values.tls.web }}true{{ end }}
+{{- end }}
+{{- define "llm-token-exporter.webMtls" -}}
+{{- if and (include "llm-token-exporter.webTls" .) .Values.tls.clientAuth.web }}true{{ end }}
 {{- end }}
