@@ -247,9 +247,15 @@ class Attributor:
 
     def expire(self, now: float) -> None:
         """Intervals older than the retention window: what nobody claimed is unattributed."""
-        for ring in self.intervals.values():
+        for instance, ring in list(self.intervals.items()):
             while ring and ring[0].end < now - self.retention_s:
                 self._settle(ring.popleft(), "unattributed", "unclaimed")
+            closed = self._closed_until.get(instance)
+            if not ring and (closed is None or closed < now - 2 * self.retention_s):
+                # A departed instance (pods come and go): nothing of it is left to charge or close, and no counter
+                # history or GPU sample reaches back to where it stopped (both keep about one retention window).
+                del self.intervals[instance]
+                self._closed_until.pop(instance, None)
 
     # --- requests ---
 
