@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_gpu_sampler.py
 	$(BIN)/python benchmarks/bench_attribution.py
 	$(BIN)/python benchmarks/bench_at_rest.py
+	$(BIN)/python benchmarks/bench_overload.py
 
 sync-chart: install
 	$(BIN)/python scripts/sync-chart-artifacts
