@@ -207,3 +207,18 @@ def test_hundred_thousand_tenants_over_http_stay_under_the_cap() -> None:
 def test_empty_request_is_fine_over_both_protocols(exporter: ExporterProcess) -> None:
     assert httpx.post(exporter.otlp_http_url, content=b"", headers=PROTOBUF).status_code == 200
     assert grpc_export(exporter.otlp_grpc_target, ExportTraceServiceRequest().SerializeToString()) is not None
+
+
+def test_oversized_headers_and_metadata_are_refused_before_any_work(exporter: ExporterProcess) -> None:
+    body = request_of(sample_request_spans()).SerializeToString()
+    huge = "x" * 20_000  # aiohttp's limit is 8190 bytes a header line, gRPC's 8 KiB of metadata by default
+    r = httpx.post(exporter.otlp_http_url, content=body, headers={**PROTOBUF, "X-Padding": huge})
+    assert r.status_code in (400, 431)
+    r = httpx.get(exporter.url("/metrics"), headers={"X-Padding": huge})
+    assert r.status_code in (400, 431)
+    with grpc.insecure_channel(exporter.otlp_grpc_target) as channel:
+        call = channel.unary_unary(EXPORT, response_deserializer=ExportTraceServiceResponse.FromString)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(body, timeout=10, metadata=(("x-padding", huge),))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert httpx.get(exporter.url("/healthz")).status_code == 200  # and it goes on

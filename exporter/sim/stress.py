@@ -28,13 +28,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.config import Settings
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
 
 MIB = 1 << 20
@@ -264,27 +265,17 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         report.rss_start_mib = proc_stats(target.pid).rss_bytes / MIB
         text = await scrape(target.metrics_url)
         report.memory_limit_mib = metric_sum(text, "llm_exporter_memory_limit_bytes") / MIB
-        admitted = (
-            int(os.environ.get("LLM_TOKEN_EXPORTER_OTLP_MAX_CONCURRENT_EXPORTS", "0")) or 4
-        )  # the default of otlp.max-concurrent-exports
+        admitted = int(Settings.model_fields["otlp_max_concurrent_exports"].default)
         base = LoadOptions(protocol="http", endpoint=target.otlp_http_url, body_pool=16, models=2, tenants=20)
-        measured = await run_load(
-            LoadOptions(**{**base.__dict__, "rate": 1e7, "duration": options.capacity_s, "concurrency": admitted}),
-            quiet,
-        )
+        measured = await run_load(replace(base, rate=1e7, duration=options.capacity_s, concurrency=admitted), quiet)
         report.capacity = measured.achieved_rate
         before = await scrape(target.metrics_url)
         samples: list[Sample] = []
         watcher = asyncio.create_task(monitor(target, 1.0, samples))
         try:
             flood = await run_load(
-                LoadOptions(
-                    **{
-                        **base.__dict__,
-                        "rate": options.factor * report.capacity,
-                        "duration": options.flood_s,
-                        "concurrency": options.senders,
-                    }
+                replace(
+                    base, rate=options.factor * report.capacity, duration=options.flood_s, concurrency=options.senders
                 ),
                 quiet,
             )
@@ -309,10 +300,7 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         report.scrape_ms = [1e3 * s.scrape_s for s in samples]
         report.rss_max_mib = max((s.stats.rss_bytes for s in samples), default=0) / MIB
         recovery = await run_load(
-            LoadOptions(
-                **{**base.__dict__, "rate": 0.5 * report.capacity, "duration": options.recovery_s, "concurrency": 4}
-            ),
-            quiet,
+            replace(base, rate=0.5 * report.capacity, duration=options.recovery_s, concurrency=4), quiet
         )
         report.recovery = recovery
         final = await scrape(target.metrics_url)
