@@ -2,9 +2,11 @@
 
 Decoding costs ~27 us a span (~14 ms for vLLM's 512-span batch). Done on the event loop, a flood queued every
 export and every /metrics scrape behind it in the sockets, out of sight: answers took a second at 3x capacity.
-So decoding runs on one thread of its own (one: the GIL), at most `max_concurrent` exports wait for it, and
-the rest are refused at once with a retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE), which
-OpenTelemetry exporters retry with back-off. A memory ceiling (the container's limit by default) refuses exports
+So decoding runs on one thread of its own (one: the GIL), and an export is admitted only while the exports
+already waiting for it would be decoded within `max_wait_s` (judged from recent decode times) and fewer than
+`max_concurrent` wait; the rest are refused at once with a retryable status (HTTP 503 + Retry-After, gRPC
+UNAVAILABLE), which OpenTelemetry exporters retry with back-off. A fixed count alone refused the ordinary burst
+of a node's many small exports arriving together. A memory ceiling (the container's limit by default) refuses exports
 while the process is near it and spans are still queued, so a flood cannot push the exporter into the OOM killer.
 """
 
@@ -28,6 +30,7 @@ MEMORY_HIGH_WATER = 0.9  # refuse above this share of the memory limit while spa
 RSS_CHECK_EVERY_S = 0.25  # reading /proc costs ~20 us: at most four times a second
 LOG_EVERY_S = 10.0
 SCRAPE_PRIORITY_MAX_WAIT_S = 0.25
+DECODE_AVERAGE_WEIGHT = 0.2  # of the newest decode time in the moving average
 CGROUP_FILES = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
@@ -67,8 +70,11 @@ class Admission:
         queue_depth: Callable[[], int],
         rss: Callable[[], int] = resident_bytes,
         clock: Callable[[], float] = time.monotonic,
+        max_wait_s: float = 0.25,
     ) -> None:
         self.max_concurrent = max_concurrent
+        self.max_wait_s = max_wait_s
+        self.decode_s = 0.0  # moving average of one export's decode time
         self.memory_limit_bytes = memory_limit_bytes
         self.queue_depth = queue_depth
         self.rss = rss
@@ -112,7 +118,13 @@ class Admission:
         # A /metrics render shares the GIL with decoding: under a flood it took 5-10x longer. Let it go first
         # (a render takes tens of ms; waiting is capped so a stuck scrape cannot stop ingest).
         self._no_scrape.wait(SCRAPE_PRIORITY_MAX_WAIT_S)
-        return work()
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            took = time.perf_counter() - started
+            with self._lock:
+                self.decode_s += DECODE_AVERAGE_WEIGHT * (took - self.decode_s)
 
     def scrape_started(self) -> None:
         """A /metrics render begins: decoding waits for it (up to a bound)."""
@@ -133,7 +145,7 @@ class Admission:
         self._decoder.shutdown(wait=True)
 
     def _refusal(self) -> str | None:
-        if self._in_progress >= self.max_concurrent:
+        if self._in_progress >= self.max_concurrent or self._in_progress * self.decode_s > self.max_wait_s:
             return "overloaded"
         if self.memory_limit_bytes:
             now = self.clock()

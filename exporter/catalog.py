@@ -229,7 +229,8 @@ QUEUE_CAPACITY = MetricSpec(
 EXPORTS_IN_PROGRESS = MetricSpec(
     "llm_exporter_exports_in_progress",
     Kind.GAUGE,
-    "OTLP exports being decoded now; at otlp.max-concurrent-exports further ones are refused (overloaded).",
+    "OTLP exports admitted and not yet answered (waiting for or being decoded); past otlp.max-wait-seconds of "
+    "waiting work or otlp.max-concurrent-exports, further ones are refused (overloaded).",
 )
 MEMORY_LIMIT = MetricSpec(
     "llm_exporter_memory_limit_bytes",

@@ -93,11 +93,18 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("otlp.max-span-attributes"),
     )
     otlp_max_concurrent_exports: int = Field(
-        4,
+        64,
         ge=1,
-        description="OTLP exports decoded at once (HTTP and gRPC together); more are refused at once with a "
-        "retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE) so answers stay fast under a flood.",
+        description="OTLP exports waiting to be decoded at most (HTTP and gRPC together); more are refused at "
+        "once with a retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE).",
         json_schema_extra=_flag("otlp.max-concurrent-exports"),
+    )
+    otlp_max_wait_seconds: float = Field(
+        0.25,
+        gt=0,
+        description="An export is refused (retryable) when those already waiting would take longer than this to "
+        "decode, judged from recent decode times: under a flood, answers stay fast and the excess is refused.",
+        json_schema_extra=_flag("otlp.max-wait-seconds"),
     )
     memory_limit_bytes: int = Field(
         0,

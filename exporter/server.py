@@ -140,7 +140,10 @@ class Exporter:
         self.registry.register(AttributionCollector(self.pipeline, self.attribution))
         memory_limit = self.settings.memory_limit_bytes or cgroup_memory_limit()
         self.admission = Admission(
-            self.settings.otlp_max_concurrent_exports, memory_limit, lambda: self.pipeline.queue_depth
+            self.settings.otlp_max_concurrent_exports,
+            memory_limit,
+            lambda: self.pipeline.queue_depth,
+            max_wait_s=self.settings.otlp_max_wait_seconds,
         )
         self.registry.register(ProcessCollector(self.admission))
 
@@ -198,8 +201,9 @@ class Exporter:
         self.pipeline.start()
         limit = self.admission.memory_limit_bytes
         log.info(
-            "memory ceiling %s; at most %d OTLP exports decoded at once",
+            "memory ceiling %s; OTLP exports refused past %g s of decoding waiting or %d exports",
             f"{limit / 2**20:.0f} MiB" if limit else "none",
+            self.admission.max_wait_s,
             self.admission.max_concurrent,
         )
         if self.forwarder is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -121,6 +122,30 @@ def test_grpc_export_refused_with_unavailable_and_counted() -> None:
             await server.stop(None)
         assert pipeline.stats.batches_rejected == {("grpc", "overloaded"): 1}
         assert pipeline.queue_depth == len(sample_request_spans())
+        admission.close()
+
+    asyncio.run(main())
+
+
+def test_exports_are_refused_when_the_waiting_ones_would_take_longer_than_max_wait() -> None:
+    admission = Admission(64, 0, lambda: 0, max_wait_s=0.25)
+    admission.decode_s = 0.02  # recent exports took 20 ms each to decode
+    admitted = 0
+    while admission.try_enter() is None:
+        admitted += 1
+    assert admitted == 13  # 13 waiting = 0.26 s of work: the 14th is refused
+    admission.decode_s = 0.001  # small exports: many more fit, up to the hard cap
+    while admission.try_enter() is None:
+        admitted += 1
+    assert admitted == 64
+
+
+def test_decode_times_feed_the_estimate() -> None:
+    async def main() -> None:
+        admission = Admission(64, 0, lambda: 0)
+        for _ in range(20):
+            await admission.decode(lambda: time.sleep(0.01))
+        assert 0.008 < admission.decode_s < 0.05
         admission.close()
 
     asyncio.run(main())
