@@ -70,7 +70,7 @@ class Admission:
         queue_depth: Callable[[], int],
         rss: Callable[[], int] = resident_bytes,
         clock: Callable[[], float] = time.monotonic,
-        max_wait_s: float = 0.25,
+        max_wait_s: float = 0.1,
     ) -> None:
         self.max_concurrent = max_concurrent
         self.max_wait_s = max_wait_s

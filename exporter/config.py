@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("otlp.max-concurrent-exports"),
     )
     otlp_max_wait_seconds: float = Field(
-        0.25,
+        0.1,
         gt=0,
         description="An export is refused (retryable) when those already waiting would take longer than this to "
         "decode, judged from recent decode times: under a flood, answers stay fast and the excess is refused.",

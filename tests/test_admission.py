@@ -128,7 +128,7 @@ def test_grpc_export_refused_with_unavailable_and_counted() -> None:
 
 
 def test_exports_are_refused_when_the_waiting_ones_would_take_longer_than_max_wait() -> None:
-    admission = Admission(64, 0, lambda: 0, max_wait_s=0.25)
+    admission = Admission(64, 0, lambda: 0, max_wait_s=0.25)  # (the default is 0.1 s)
     admission.decode_s = 0.02  # recent exports took 20 ms each to decode
     admitted = 0
     while admission.try_enter() is None:
