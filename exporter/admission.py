@@ -3,11 +3,12 @@
 Decoding costs ~27 us a span (~14 ms for vLLM's 512-span batch). Done on the event loop, a flood queued every
 export and every /metrics scrape behind it in the sockets, out of sight: answers took a second at 3x capacity.
 So decoding runs on one thread of its own (one: the GIL), and an export is admitted only while the exports
-already waiting for it would be decoded within `max_wait_s` (judged from recent decode times) and fewer than
-`max_concurrent` wait; the rest are refused at once with a retryable status (HTTP 503 + Retry-After, gRPC
-UNAVAILABLE), which OpenTelemetry exporters retry with back-off. A fixed count alone refused the ordinary burst
-of a node's many small exports arriving together. A memory ceiling (the container's limit by default) refuses exports
-while the process is near it and spans are still queued, so a flood cannot push the exporter into the OOM killer.
+already waiting for it would be decoded within `max_wait_s` (judged from recent decode times; four are always
+admitted) and fewer than `max_concurrent` wait; the rest are refused at once with a retryable status (HTTP 503
++ Retry-After, gRPC UNAVAILABLE), which OpenTelemetry exporters retry with back-off. A fixed count alone
+refused the ordinary burst of a node's many small exports arriving together. A memory ceiling (the container's
+limit by default) refuses exports while the process is near it and spans are still queued, so a flood cannot
+push the exporter into the OOM killer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ RSS_CHECK_EVERY_S = 0.25  # reading /proc costs ~20 us: at most four times a sec
 LOG_EVERY_S = 10.0
 SCRAPE_PRIORITY_MAX_WAIT_S = 0.25
 DECODE_AVERAGE_WEIGHT = 0.2  # of the newest decode time in the moving average
+# Up to this many waiting exports are always admitted: decode times measured under a flood stay high for a while
+# after it, and a few big exports in flight are ordinary (bench_overload's recovery saw refusals without this).
+ALWAYS_ADMITTED = 4
 CGROUP_FILES = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
@@ -145,7 +149,8 @@ class Admission:
         self._decoder.shutdown(wait=True)
 
     def _refusal(self) -> str | None:
-        if self._in_progress >= self.max_concurrent or self._in_progress * self.decode_s > self.max_wait_s:
+        waiting = self._in_progress
+        if waiting >= self.max_concurrent or (waiting >= ALWAYS_ADMITTED and waiting * self.decode_s > self.max_wait_s):
             return "overloaded"
         if self.memory_limit_bytes:
             now = self.clock()

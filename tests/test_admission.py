@@ -149,3 +149,9 @@ def test_decode_times_feed_the_estimate() -> None:
         admission.close()
 
     asyncio.run(main())
+
+
+def test_four_waiting_exports_are_always_admitted_even_after_slow_decodes() -> None:
+    admission = Admission(64, 0, lambda: 0, max_wait_s=0.1)
+    admission.decode_s = 0.5  # a flood left the estimate high
+    assert [admission.try_enter() for _ in range(5)] == [None, None, None, None, "overloaded"]
