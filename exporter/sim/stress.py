@@ -512,34 +512,31 @@ def target_main(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     nvml: Any = None
     if args.gpus:
-        nvml = FlappingNvml(args.gpus, args.flap_every)
+        nvml = flapping_nvml(args.gpus, args.flap_every)
     asyncio.run(run_until_signalled(Exporter(settings, nvml=nvml)))
     return 0
 
 
-class FlappingNvml:
-    """A FakeNvml on the wall clock whose GPUs are lost in turn, each for half of `every_s`."""
+def flapping_nvml(count: int, every_s: float) -> Any:
+    """A FakeNvml on the wall clock whose GPUs are lost in turn, each for half of `every_s` (0: never)."""
+    from exporter.fake_nvml import FakeNvml
 
-    def __new__(cls, count: int, every_s: float) -> Any:  # a FakeNvml subclass built lazily (import cost)
-        from exporter.fake_nvml import FakeNvml
+    class FlappingNvml(FakeNvml):
+        def refresh(self) -> None:
+            now = time.time()
+            if now > self.now:
+                for gpu in self.gpus:
+                    gpu.power_w = 120.0 + 80.0 * ((int(now) + gpu.index) % 3)
+                self.advance(now - self.now)
+            if every_s > 0:
+                lost = int(now // every_s) % len(self.gpus)
+                down = (now % every_s) < every_s / 2
+                for gpu in self.gpus:
+                    gpu.lost = down and gpu.index == lost
 
-        class _Flapping(FakeNvml):
-            def refresh(self) -> None:
-                now = time.time()
-                if now > self.now:
-                    for gpu in self.gpus:
-                        gpu.power_w = 120.0 + 80.0 * ((int(now) + gpu.index) % 3)
-                    self.advance(now - self.now)
-                if every_s > 0:
-                    period = int(now // every_s)
-                    lost = period % len(self.gpus)
-                    down = (now % every_s) < every_s / 2
-                    for gpu in self.gpus:
-                        gpu.lost = down and gpu.index == lost
-
-        fake = _Flapping.with_gpus(count)
-        fake.now = time.time()
-        return fake
+    fake = FlappingNvml.with_gpus(count)
+    fake.now = time.time()
+    return fake
 
 
 def main(argv: list[str] | None = None) -> int:
