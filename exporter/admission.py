@@ -30,7 +30,6 @@ T = TypeVar("T")
 MEMORY_HIGH_WATER = 0.9  # refuse above this share of the memory limit while spans are still queued
 RSS_CHECK_EVERY_S = 0.25  # reading /proc costs ~20 us: at most four times a second
 LOG_EVERY_S = 10.0
-SCRAPE_PRIORITY_MAX_WAIT_S = 0.25
 DECODE_AVERAGE_WEIGHT = 0.2  # of the newest decode time in the moving average
 # Up to this many waiting exports are always admitted: decode times measured under a flood stay high for a while
 # after it, and a few big exports in flight are ordinary (bench_overload's recovery saw refusals without this).
@@ -90,9 +89,6 @@ class Admission:
         self._refused: Counter[str] = Counter()
         self._logged_at = float("-inf")
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="otlp-decode")
-        self._scrapes = 0
-        self._no_scrape = threading.Event()
-        self._no_scrape.set()
 
     @property
     def in_progress(self) -> int:
@@ -116,12 +112,9 @@ class Admission:
 
     async def decode(self, work: Callable[[], T]) -> T:
         """Run an admitted export's decoding on the decode thread, keeping the event loop free."""
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, self._after_scrapes, work)
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, self._timed, work)
 
-    def _after_scrapes(self, work: Callable[[], T]) -> T:
-        # A /metrics render shares the GIL with decoding: under a flood it took 5-10x longer. Let it go first
-        # (a render takes tens of ms; waiting is capped so a stuck scrape cannot stop ingest).
-        self._no_scrape.wait(SCRAPE_PRIORITY_MAX_WAIT_S)
+    def _timed(self, work: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:
             return work()
@@ -129,20 +122,6 @@ class Admission:
             took = time.perf_counter() - started
             with self._lock:
                 self.decode_s += DECODE_AVERAGE_WEIGHT * (took - self.decode_s)
-
-    def scrape_started(self) -> None:
-        """A /metrics render begins: decoding waits for it (up to a bound)."""
-        with self._lock:
-            self._scrapes += 1
-            self._no_scrape.clear()
-
-    def scrape_ended(self) -> None:
-        """A /metrics render is done."""
-        with self._lock:
-            self._scrapes -= 1
-            if self._scrapes <= 0:
-                self._scrapes = 0
-                self._no_scrape.set()
 
     def close(self) -> None:
         """Stop the decode thread once the work given to it is done."""

@@ -219,7 +219,6 @@ class Exporter:
             self.readiness,
             web_token,
             partial(self.pipeline.stats.refused, "metrics"),
-            (self.admission.scrape_started, self.admission.scrape_ended),
         )
         await self._site(app, s.web_listen_address, "/metrics", web_tls)
         if s.otlp_http_listen_address:

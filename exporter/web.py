@@ -21,11 +21,9 @@ def metrics_app(
     ready: Callable[[], str | None],
     token: TokenFile | None = None,
     refused: Callable[[], None] = lambda: None,
-    priority: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> web.Application:
     """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
-    it (probes stay open); `refused` counts a refusal; `priority` (started, ended) brackets each render so
-    ingest can give way to it."""
+    it (probes stay open); `refused` counts a refusal."""
 
     async def metrics(request: web.Request) -> web.Response:
         if token is not None and not token.allows(request.headers.get("Authorization")):
@@ -35,12 +33,7 @@ def metrics_app(
             )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         # Render off the event loop so a large scrape does not stall OTLP acknowledgements.
-        started, ended = priority or (lambda: None, lambda: None)
-        started()
-        try:
-            body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
-        finally:
-            ended()
+        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:
