@@ -143,9 +143,12 @@ class RequestAggregator:
             cap = self.tenants.get(model)
             if cap is not None:
                 cap.seen.discard(tenant)
-                if not cap.seen and not any(m == model for m, _ in self.series):
-                    del self.tenants[model]
-                    self.models.seen.discard(model)
+        if gone:
+            # Once for the whole batch: a model's slot is free when none of its series is left.
+            remaining = {m for m, _ in self.series}
+            for model in {m for m, _ in gone} - remaining:
+                self.tenants.pop(model, None)
+                self.models.seen.discard(model)
         return gone
 
     def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown", now: float = 0.0) -> tuple[str, str]:

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import catalog
-from exporter.admission import Admission, resident_bytes
+from exporter.admission import Admission
 from exporter.collector import counter, gauge
 
 
-def open_fds() -> int:
-    """File descriptors this process holds (0 where there is no /proc)."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 0
+@dataclass(frozen=True)
+class ProcStats:
+    """A process's resources at one moment."""
+
+    rss_bytes: int
+    threads: int
+    fds: int
 
 
-def thread_count() -> int:
-    """Threads of this process, from /proc/self/status (0 where there is no /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+def proc_stats(pid: int | str = "self") -> ProcStats:
+    """Resident memory, threads and open file descriptors of `pid`, from /proc; OSError when it is gone."""
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return ProcStats(rss, threads, len(os.listdir(f"/proc/{pid}/fd")))
 
 
 class ProcessCollector(Collector):
@@ -46,10 +48,14 @@ class ProcessCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Read /proc now."""
         times = os.times()
+        try:
+            stats = proc_stats()
+        except OSError:  # no /proc (not Linux): the series read 0
+            stats = ProcStats(0, 0, 0)
         values: list[tuple[catalog.MetricSpec, float]] = [
-            (catalog.PROCESS_RESIDENT_MEMORY, resident_bytes()),
-            (catalog.PROCESS_OPEN_FDS, open_fds()),
-            (catalog.PROCESS_THREADS, thread_count()),
+            (catalog.PROCESS_RESIDENT_MEMORY, stats.rss_bytes),
+            (catalog.PROCESS_OPEN_FDS, stats.fds),
+            (catalog.PROCESS_THREADS, stats.threads),
             (catalog.EXPORTS_IN_PROGRESS, self.admission.in_progress),
             (catalog.MEMORY_LIMIT, self.admission.memory_limit_bytes),
         ]

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.process_collector import ProcStats, proc_stats
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
 
 MIB = 1 << 20
@@ -47,26 +48,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@dataclass(frozen=True)
-class ProcStats:
-    """A process's resources at one moment."""
-
-    rss_bytes: int
-    threads: int
-    fds: int
-
-
-def proc_stats(pid: int) -> ProcStats:
-    """Resident memory, threads and open file descriptors of `pid`, from /proc."""
-    rss = threads = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-        elif line.startswith("Threads:"):
-            threads = int(line.split()[1])
-    return ProcStats(rss, threads, len(os.listdir(f"/proc/{pid}/fd")))
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
