@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from exporter.config import load_settings
-from exporter.fake_nvml import FakeNvml
-from exporter.server import Exporter
+from exporter.gpu.fake_nvml import FakeNvml
+from exporter.service.app import Exporter
+from exporter.service.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 

@@ -7,12 +7,12 @@ import random
 import time
 import tracemalloc
 
-from exporter.attribution import Attributor, InstanceInputs, Pricing, request_window, throttled
-from exporter.attribution_stage import interpolate_energy
-from exporter.engine_state import CounterPoint
-from exporter.fake_nvml import FakeNvml
-from exporter.gpu_sampler import GpuSampler
-from exporter.records import RequestSpan
+from exporter.attribution.attributor import Attributor, InstanceInputs, Pricing, request_window, throttled
+from exporter.attribution.stage import interpolate_energy
+from exporter.engine.state import CounterPoint
+from exporter.gpu.fake_nvml import FakeNvml
+from exporter.gpu.sampler import GpuSampler
+from exporter.requests.records import RequestSpan
 
 GPUS = INSTANCES = 8
 RETENTION_S = 900.0

@@ -6,7 +6,7 @@ import statistics
 import time
 from importlib import resources
 
-from exporter.engine import parse
+from exporter.engine.parse import parse
 
 
 def body(lines: int) -> str:

@@ -1,6 +1,6 @@
 """GPU sampler cost: CPU per sampling pass over 8 fake GPUs (as % of one core at 1 Hz) and ring-buffer memory.
 
-The fake NVML (exporter/fake_nvml.py) answers in pure Python, so its own cost is INCLUDED in the CPU figure; a real
+The fake NVML (exporter/gpu/fake_nvml.py) answers in pure Python, so its own cost is INCLUDED in the CPU figure; a real
 NVML call costs its own time in the driver instead (not measured here). Every fake GPU supports every field
 (GPM, memory temperature, processes), so every pass makes the full set of calls. Ring memory is measured with
 tracemalloc after filling every GPU's ring to its capacity at the default retention and interval.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for exporter/ when run as a script
 
-from exporter.fake_nvml import GIB, FakeNvml
-from exporter.gpu_sampler import GpuSampler
+from exporter.gpu.fake_nvml import GIB, FakeNvml
+from exporter.gpu.sampler import GpuSampler
 
 
 def busy_fake(gpus: int) -> FakeNvml:

@@ -1,4 +1,4 @@
-"""Overload: the exporter's capacity, then a flood at several times it, then half of it (exporter.sim.stress).
+"""Overload: the exporter's capacity, then a flood at several times it, then half of it (tests.support.stress).
 
 python benchmarks/bench_overload.py                     # 3x for 120 s (the README's numbers)
 python benchmarks/bench_overload.py --flood-seconds 600 --factor 5
@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from exporter.sim.stress import OverloadOptions, run_overload
+from tests.support.stress import OverloadOptions, run_overload
 
 
 def main() -> int:

@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as generate_text
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from exporter.collector import PipelineCollector
-from exporter.otlp_decode import DecodeRules, flatten
-from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.otlp.decode import DecodeRules, flatten
+from exporter.requests.collector import PipelineCollector
+from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.sim.replay import Replayer
 
 LATENCY_PREFIX = "gen_ai.latency."

@@ -1,4 +1,4 @@
-"""Soak: the exporter for a long time under churn (exporter.sim.stress): vLLM servers, models and tenants
+"""Soak: the exporter for a long time under churn (tests.support.stress): vLLM servers, models and tenants
 replaced every few minutes, GPUs lost and back; prints resident memory, series, threads and fds over the run.
 
     python benchmarks/bench_soak.py                          # one hour (the README's numbers)
@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from exporter.sim.stress import SoakOptions, run_soak
+from tests.support.stress import SoakOptions, run_soak
 
 
 def main() -> int:

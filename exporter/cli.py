@@ -11,8 +11,8 @@ from typing import Any
 
 from exporter import __version__
 from exporter.alerts import cli as alerts_cli
-from exporter.config import ConfigError, Settings, env_of, flag_of, load_settings
 from exporter.dashboards import cli as dashboards_cli
+from exporter.service.settings import ConfigError, Settings, env_of, flag_of, load_settings
 
 DESCRIPTION = """\
 Per-node Prometheus exporter for vLLM. Receives vLLM's per-request OpenTelemetry spans (OTLP gRPC and HTTP),
@@ -272,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-token-exporter: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    from exporter.server import Exporter, StartupError, run_until_signalled
+    from exporter.service.app import Exporter, StartupError, run_until_signalled
 
     try:
         if args.command == "serve":
             asyncio.run(run_until_signalled(Exporter(settings)))
         else:
-            from exporter.demo import DemoOptions, run_demo
+            from exporter.sim.demo import DemoOptions, run_demo
 
             options = DemoOptions(
                 scenario=args.scenario,

@@ -12,11 +12,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 
-from exporter import otlp_grpc
-from exporter.admission import Admission, cgroup_memory_limit
-from exporter.otlp_decode import DecodeRules
-from exporter.otlp_http import OtlpHttpReceiver
-from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.otlp import grpc_receiver as otlp_grpc
+from exporter.otlp.decode import DecodeRules
+from exporter.otlp.http_receiver import OtlpHttpReceiver
+from exporter.requests.pipeline import PipelineOptions, SpanPipeline
+from exporter.service.admission import Admission, cgroup_memory_limit
 from tests.support.otlp import request_of, sample_request_spans
 
 MIB = 1 << 20

@@ -41,8 +41,8 @@ from aiohttp import web
 
 from exporter.alerts.generate import generate
 from exporter.alerts.spec import parse_spec
-from exporter.config import load_settings
-from exporter.server import Exporter
+from exporter.service.app import Exporter
+from exporter.service.settings import load_settings
 from exporter.sim.node import NodeOptions, SimNode
 from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, find_binary
 from exporter.sim.scenarios import scenario

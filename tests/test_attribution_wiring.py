@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from exporter import catalog
-from exporter.config import load_settings
-from exporter.fake_nvml import FakeNvml
+from exporter.gpu.fake_nvml import FakeNvml
+from exporter.metrics import catalog
+from exporter.service.settings import load_settings
 from tests.support.inproc import InProcessExporter
 from tests.support.otlp import fresh, request_of, sample_request_spans, with_attribute
 from tests.support.otlp_capture import CapturingBackend, attributes

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from exporter import catalog
+from exporter.metrics import catalog
 from tests.support.otlp import request_of, sample_request_spans
 from tests.support.procs import ExporterProcess, free_port
 from tests.support.prom import total

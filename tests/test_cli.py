@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.config import Settings, flag_of
+from exporter.service.settings import Settings, flag_of
 from tests.support.procs import EXPORTER_BIN, free_port, wait_for
 from tests.support.prom import total
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter import catalog
 from exporter.dashboards.generate import specs
 from exporter.dashboards.preview import draw, evaluate
 from exporter.dashboards.showcase import XID, showcase
+from exporter.metrics import catalog
 from exporter.sim.promstack import PROMETHEUS, find_binary
 
 RUN_S = 45.0

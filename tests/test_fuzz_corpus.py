@@ -18,11 +18,11 @@ from collections.abc import Callable
 import grpc
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter import otlp_grpc
-from exporter.otlp_decode import BodyDecodeError, DecodeRules, flatten, parse_json, parse_protobuf
-from exporter.otlp_http import OtlpHttpReceiver
-from exporter.otlp_ingest import BodyTooLarge, gunzip_limited
-from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.otlp import grpc_receiver as otlp_grpc
+from exporter.otlp.decode import BodyDecodeError, DecodeRules, flatten, parse_json, parse_protobuf
+from exporter.otlp.http_receiver import OtlpHttpReceiver
+from exporter.otlp.ingest import BodyTooLarge, gunzip_limited
+from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, load, to_otlp_json
 
 SCALE = float(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE", "1"))

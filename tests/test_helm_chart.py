@@ -19,7 +19,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from exporter.config import DEFAULT_GPU_PRICES, Settings, load_settings
+from exporter.service.settings import DEFAULT_GPU_PRICES, Settings, load_settings
 from tests.support.certs import CertAuthority
 from tests.support.procs import EXPORTER_BIN, REPO
 

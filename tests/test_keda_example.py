@@ -21,7 +21,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from exporter.config import load_settings
+from exporter.service.settings import load_settings
 from tests.support.inproc import InProcessExporter
 from tests.support.procs import REPO, free_port, wait_for
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter.podresources import PodKey
-from exporter.topology import Instance
-from exporter.topology_kubernetes import KubernetesOptions, KubernetesTopology
+from exporter.topology.kubernetes import KubernetesOptions, KubernetesTopology
+from exporter.topology.model import Instance
+from exporter.topology.podresources import PodKey
 from tests.support.k8s_api import FakeKubeApi, eventually, make_pod
 
 NODE = "node-1"
@@ -299,7 +299,7 @@ def test_periodic_resync_corrects_missed_events_and_logs_skips_once(
             assert source.error_counts() == {}
             assert not source.current().stale
 
-    with caplog.at_level(logging.INFO, logger="exporter.topology_kubernetes"):
+    with caplog.at_level(logging.INFO, logger="exporter.topology.kubernetes"):
         run(scenario)
     skipped = [r for r in caplog.records if "llm/no-port is not scraped" in r.getMessage()]
     assert len(skipped) == 1

@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import pytest
 
-from exporter.podresources import PodResourcesClient, device_uuid, gpus_by_pod, is_gpu_resource
-from exporter.proto.podresources.v1 import api_pb2, api_pb2_grpc
-from exporter.topology_kubernetes import KubernetesOptions, KubernetesTopology
+from exporter.topology.kubernetes import KubernetesOptions, KubernetesTopology
+from exporter.topology.podresources import PodResourcesClient, device_uuid, gpus_by_pod, is_gpu_resource
+from exporter.topology.proto.podresources.v1 import api_pb2, api_pb2_grpc
 from tests.support.k8s_api import FakeKubeApi, eventually, make_pod
 from tests.support.procs import REPO
 
@@ -190,9 +190,9 @@ def test_generated_stubs_are_reproducible(tmp_path: Path) -> None:
     subprocess.run([str(REPO / "scripts" / "gen-protos"), str(out)], check=True, env=env, capture_output=True)
     generated = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert [str(p) for p in generated] == [
-        "exporter/proto/podresources/v1/api_pb2.py",
-        "exporter/proto/podresources/v1/api_pb2.pyi",
-        "exporter/proto/podresources/v1/api_pb2_grpc.py",
+        "exporter/topology/proto/podresources/v1/api_pb2.py",
+        "exporter/topology/proto/podresources/v1/api_pb2.pyi",
+        "exporter/topology/proto/podresources/v1/api_pb2_grpc.py",
     ]
     for rel in generated:
         assert (out / rel).read_bytes() == (REPO / rel).read_bytes(), f"{rel} is stale: run scripts/gen-protos"

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from exporter import catalog
+from exporter.metrics import catalog
 from tests.support.otlp import (
     HTTP_CAPTURE,
     fresh,

@@ -8,7 +8,7 @@ import subprocess
 
 import httpx
 
-from exporter.engine import parse
+from exporter.engine.parse import parse
 from exporter.sim.loadgen import ScrapeTargets
 from tests.support.procs import EXPORTER_BIN, ExporterProcess
 from tests.support.prom import by_label, total

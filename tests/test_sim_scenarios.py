@@ -17,11 +17,11 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from exporter import catalog
-from exporter.config import load_settings
-from exporter.quantiles import histogram_quantile
-from exporter.server import Exporter
+from exporter.metrics import catalog
+from exporter.service.app import Exporter
+from exporter.service.settings import load_settings
 from exporter.sim.node import NodeOptions, SimNode
+from exporter.sim.quantiles import histogram_quantile
 from exporter.sim.scenarios import Scenario, scenario
 from exporter.sim.spec import NodeSpec
 from tests.support.procs import free_port

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from exporter import catalog
+from exporter.metrics import catalog
 from tests.support.otlp import fresh, gateway_span, request_of, sample_request_spans
 from tests.support.otlp_capture import CapturingBackend, attributes
 from tests.support.procs import ExporterProcess, free_port, wait_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from exporter.sim.stress import OverloadOptions, SoakOptions, run_overload, run_soak
+from tests.support.stress import OverloadOptions, SoakOptions, run_overload, run_soak
 
 CHART_MEMORY_LIMIT_MIB = 256  # deploy/helm/llm-token-exporter/values.yaml resources.limits.memory
 

@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from exporter import catalog
-from exporter.config import ConfigError, load_settings
-from exporter.tls import CertReloader, TlsFiles, server_context
+from exporter.metrics import catalog
+from exporter.service.settings import ConfigError, load_settings
+from exporter.service.tls import CertReloader, TlsFiles, server_context
 from tests.support.certs import CertAuthority, Issued, cert_pem, client_context, serial_of, write
 from tests.support.inproc import InProcessExporter
 from tests.support.otlp import request_of, sample_request_spans

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from exporter import catalog
 from exporter.alerts.alert import Alert
 from exporter.alerts.cause import KV_FULL, SLOW_START_S, Case, Cause, engine_labels, series
 from exporter.alerts.testfile import INSTANCE, MODEL, VLLM_INSTANCE
+from exporter.metrics import catalog
 
 
 def engine_down() -> Cause:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from exporter import catalog
 from exporter.alerts import names
 from exporter.alerts.alert import Alert
 from exporter.alerts.cause import Case, Cause, gpu_labels, series
 from exporter.alerts.testfile import INSTANCE
+from exporter.metrics import catalog
 
 
 def exporter_absent(up: str, job: str) -> Cause:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from exporter import catalog
 from exporter.alerts.alert import Alert
 from exporter.alerts.cause import MEMORY_FULL, THROTTLE_REASONS, Case, Cause, gpu_labels, series
 from exporter.alerts.testfile import INSTANCE
+from exporter.metrics import catalog
 
 
 def gpu_down() -> Cause:

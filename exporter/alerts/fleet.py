@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import catalog
 from exporter.alerts import names
 from exporter.alerts.testfile import MODEL, TestGroup, labels_text
+from exporter.metrics import catalog
 
 GROUP = "llm-fleet"
 TOKENS = catalog.TOKENS.name

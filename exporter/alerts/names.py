@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter import catalog
+from exporter.metrics import catalog
 
 # Attribution metrics, from the catalog.
 GPU_SECONDS = catalog.GPU_SECONDS.name  # {model, tenant, phase}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter import catalog
 from exporter.alerts.alert import Alert
 from exporter.alerts.names import bucket, count
 from exporter.alerts.promql import TOLERANCE, camel, le_matcher, num, percent, selector, sum_by
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.windows import DEFAULT_TIERS, BurnTier, format_duration, humanize_seconds, sli_windows
+from exporter.metrics import catalog
 
 # Recorded series, one per SLO (label `slo`) and value of its group_by labels; `{w}` is the window (5m, 1h, ...).
 REQUESTS = "slo:sli_requests:rate{w}"  # requests/s the SLI counts

@@ -5,13 +5,13 @@ Also the ticket for a latency threshold that no exporter serves as a bucket.
 
 from __future__ import annotations
 
-from exporter import catalog
 from exporter.alerts import rules
 from exporter.alerts.names import bucket, count
 from exporter.alerts.promql import le_values, python_le
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.testfile import GROUP_VALUES, INSTANCE, TestGroup, labels_text, number, render, with_labels
 from exporter.alerts.tests_gen import START
+from exporter.metrics import catalog
 
 
 def _latency_series(spec: AlertSpec, slo: SloSpec, instance: str, le: str | None) -> str:

@@ -10,10 +10,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from exporter import catalog
 from exporter.alerts.names import LATENCY_METRICS, LATENCY_TITLES
 from exporter.alerts.timescale import MAX_TIME_SCALE, MIN_SCALED_WINDOW_S
 from exporter.alerts.windows import DEFAULT_TIERS, format_duration, parse_duration, sli_windows
+from exporter.metrics import catalog
 
 # Labels an SLO may group by: those present on every series its SLI reads.
 LATENCY_GROUP_LABELS = catalog.TTFT.labels  # model, tenant

@@ -7,7 +7,7 @@ For each SLO and tier, with the tier's long window L, short window S and a sampl
   over the threshold), resolved within S (the short window is not);
 - half: errors at half that rate for L + S: silent throughout, though the burn rate is visibly half the factor;
 - guard (page tiers of SLOs with min_request_rate): every request bad but half the minimum rate: no page.
-The expected annotations (burn rate, budget left) are computed with Prometheus 2.42's rate() arithmetic (sim.py),
+The expected annotations (burn rate, budget left) are computed with Prometheus 2.42's rate() arithmetic (promrate.py),
 the version the tests run under. The SLI checks themselves are in sli_tests.py.
 """
 
@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import catalog
-from exporter.alerts import rules, sim
+from exporter.alerts import promrate, rules
 from exporter.alerts.alert import Alert
 from exporter.alerts.names import bucket, count
 from exporter.alerts.promql import TOLERANCE, num, python_le
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.testfile import GROUP_VALUES, INSTANCE, TestGroup, labels_text, notation, render, with_labels
 from exporter.alerts.windows import DEFAULT_TIERS, BurnTier, format_duration
+from exporter.metrics import catalog
 
 START = 100_000.0  # counters start high, as on a long-running exporter: no extrapolation towards zero
 SAMPLES_PER_SHORT = 6  # a sample every S/6: about 150 evaluations per test group whatever the tier
@@ -109,7 +109,7 @@ def sli_rates(
     """(bad requests/s, requests/s) as the recording rules compute them at t; None before there is a rate."""
 
     def total(*roles: str) -> float | None:
-        return sim.sum_rates([i.points(interval_s) for i in inputs if i.role in roles], t, window)
+        return promrate.sum_rates([i.points(interval_s) for i in inputs if i.role in roles], t, window)
 
     if slo.sli == "latency":
         requests, good = total("requests"), total("good")

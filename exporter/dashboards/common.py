@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter import catalog
 from exporter.dashboards.builder import Variable
+from exporter.metrics import catalog
 
 _TARGET = 'namespace=~"$namespace", node=~"$node"'
 VARIABLES: tuple[Variable, ...] = (

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from exporter import catalog as c
 from exporter.dashboards import promql as q
 from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
+from exporter.metrics import catalog as c
 
 UID = "llm-latency"
 _EXEMPLARS = (

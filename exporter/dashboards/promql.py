@@ -8,8 +8,8 @@ variables' "All" value `.*`, a matcher such as `namespace=~".*"` also matches a 
 
 from __future__ import annotations
 
-from exporter import catalog
-from exporter.catalog import MetricSpec
+from exporter.metrics import catalog
+from exporter.metrics.catalog import MetricSpec
 
 RATE = "$__rate_interval"  # Grafana's rate window; the live test and the preview put a concrete one in
 RANGE = "$__range"  # the dashboard's time range

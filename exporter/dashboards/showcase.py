@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import load_settings
-from exporter.server import Exporter
+from exporter.service.app import Exporter
+from exporter.service.settings import load_settings
 from exporter.sim.node import NodeOptions, SimNode
 from exporter.sim.promstack import PROMETHEUS, PromStack, find_binary
 from exporter.sim.scenarios import (

@@ -23,8 +23,8 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from exporter.sim.exporters import Transport, transport
 from exporter.sim.metrics import CacheConfig, ModelShape, VllmStats, render
+from exporter.sim.senders import Transport, transport
 from exporter.sim.spans import SCOPE, RequestTiming, VllmProcess, export_request, request_span
 from exporter.sim.view import Scrape
 from exporter.sim.workload import LengthDist

@@ -26,11 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.sim.exporters import BatchSpanProcessor, SenderStats, Transport, transport
 from exporter.sim.ledger import Ledger
 from exporter.sim.metrics import render
 from exporter.sim.nvml import SimulatedNvml
 from exporter.sim.scenarios import Scenario
+from exporter.sim.senders import BatchSpanProcessor, SenderStats, Transport, transport
 from exporter.sim.simulation import InstanceRuntime, Simulation
 from exporter.sim.spec import NodeSpec
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.fake_nvml import POWER_AVERAGE_S, FakeGpu, FakeNvml
+from exporter.gpu.fake_nvml import POWER_AVERAGE_S, FakeGpu, FakeNvml
 from exporter.sim.simulation import DRIVER_UPTIME_ENERGY_J, Simulation
 
 UTILISATION_WINDOW_S = 1.0  # NVML's utilisation rates cover the driver's last sample period (up to 1 s)

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from exporter.otlp_decode import REQUEST_SPAN_NAME
+from exporter.otlp.decode import REQUEST_SPAN_NAME
 
 SAMPLE = "vllm-0.32-cpu"
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")

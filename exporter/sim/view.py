@@ -18,8 +18,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from exporter import catalog
-from exporter.quantiles import histogram_quantile
+from exporter.metrics import catalog
+from exporter.sim.quantiles import histogram_quantile
 
 Labels = tuple[tuple[str, str], ...]
 COST = "llm_cost_usd_total"  # attribution metrics (issue 4): shown when the exporter serves them

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from exporter import catalog
-from exporter.attribution import Amount
-from exporter.config import load_settings
-from exporter.fake_nvml import FakeNvml
+from exporter.attribution.attributor import Amount
+from exporter.gpu.fake_nvml import FakeNvml
+from exporter.metrics import catalog
+from exporter.service.settings import load_settings
 from tests.integration import workload
 from tests.support.inproc import InProcessExporter
 from tests.support.procs import free_port, wait_for

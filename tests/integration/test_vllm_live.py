@@ -18,7 +18,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from exporter import catalog
+from exporter.metrics import catalog
 from tests.integration import workload
 from tests.support.procs import ExporterProcess, free_port, wait_for
 from tests.support.prom import by_label, total

@@ -6,8 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
-from exporter.config import Settings
-from exporter.server import Exporter
+from exporter.service.app import Exporter
+from exporter.service.settings import Settings
 
 
 class InProcessExporter:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from exporter import catalog
 from exporter.alerts.spec import SpecError, load_spec, parse_spec
+from exporter.metrics import catalog
 from tests.support.procs import REPO
 
 

@@ -10,9 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.attribution import Amount, Attributor, InstanceInputs, Pricing, kv_token_seconds, request_work, throttled
-from exporter.engine_state import CounterPoint
-from exporter.records import RequestSpan
+from exporter.attribution.attributor import (
+    Amount,
+    Attributor,
+    InstanceInputs,
+    Pricing,
+    kv_token_seconds,
+    request_work,
+    throttled,
+)
+from exporter.engine.state import CounterPoint
+from exporter.requests.records import RequestSpan
 
 T0 = 1_800_000_000.0
 POWER = {"GPU-a": 300.0, "GPU-b": 200.0}  # watts, constant: energy(t) = P * (t - T0)

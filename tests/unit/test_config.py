@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import catalog
-from exporter.config import ConfigError, Settings, env_of, flag_of, load_settings
+from exporter.metrics import catalog
+from exporter.service.settings import ConfigError, Settings, env_of, flag_of, load_settings
 
 
 @pytest.fixture(autouse=True)

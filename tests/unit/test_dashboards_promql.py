@@ -8,10 +8,10 @@ import promql_parser
 import pytest
 import yaml
 
-from exporter import catalog
 from exporter.dashboards import generate
 from exporter.dashboards.preview import concrete
 from exporter.dashboards.promql import BUILTIN, labels_of
+from exporter.metrics import catalog
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = [

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from exporter.otlp_decode import BodyDecodeError, DecodeRules, flatten, parse_json, parse_protobuf
-from exporter.records import UNKNOWN
+from exporter.otlp.decode import BodyDecodeError, DecodeRules, flatten, parse_json, parse_protobuf
+from exporter.requests.records import UNKNOWN
 from tests.support.otlp import (
     fresh,
     gateway_span,

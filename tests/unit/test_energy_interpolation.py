@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.attribution_stage import interpolate_energy
-from exporter.fake_nvml import FakeNvml
-from exporter.gpu_records import GpuSample
-from exporter.gpu_sampler import GpuSampler
+from exporter.attribution.stage import interpolate_energy
+from exporter.gpu.fake_nvml import FakeNvml
+from exporter.gpu.records import GpuSample
+from exporter.gpu.sampler import GpuSampler
 
 
 def sample(t: float, power: float | None, energy: float | None = None, up: bool = True) -> GpuSample:

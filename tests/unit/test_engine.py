@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.engine import EngineParseError, parse
-from exporter.engine_state import EngineTracker
+from exporter.engine.parse import EngineParseError, parse
+from exporter.engine.state import EngineTracker
 from tests.support.otlp import SAMPLES
 
 FIXTURE = (SAMPLES / "metrics.txt").read_text()

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import catalog
-from exporter.engine_collector import EngineCollector
-from exporter.engine_scraper import EngineScraper, ScrapeTarget
+from exporter.engine.collector import EngineCollector
+from exporter.engine.scraper import EngineScraper, ScrapeTarget
+from exporter.metrics import catalog
 from tests.support.otlp import SAMPLES
 from tests.support.prom import total
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.nvml_probe import differences, fake_probe
+from exporter.gpu.nvml_probe import differences, fake_probe
 
 RECORDINGS = sorted((Path(__file__).parent.parent / "data" / "nvml").glob("probe-*.json"))
 

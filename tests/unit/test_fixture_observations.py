@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter import catalog
-from exporter.otlp_decode import DecodeRules, flatten
-from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.metrics import catalog
+from exporter.otlp.decode import DecodeRules, flatten
+from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, SAMPLES, load
 
 ATTRIBUTE_OF = {

@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, Settings, load_settings
-from exporter.engine import EngineParseError, parse
-from exporter.otlp_decode import BodyDecodeError, DecodeRules, flatten, parse_json
+from exporter.engine.parse import EngineParseError, parse
+from exporter.otlp.decode import BodyDecodeError, DecodeRules, flatten, parse_json
+from exporter.service.settings import ConfigError, Settings, load_settings
 from tests.support.otlp import SAMPLES
 
 EXAMPLES = int(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_EXAMPLES", "1000"))

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import catalog
-from exporter.fake_nvml import GIB, FakeNvml
-from exporter.gpu_collector import GpuCollector
-from exporter.gpu_sampler import GpuSampler
+from exporter.gpu.collector import GpuCollector
+from exporter.gpu.fake_nvml import GIB, FakeNvml
+from exporter.gpu.sampler import GpuSampler
+from exporter.metrics import catalog
 
 
 def test_fake_functions_have_pynvml_names_and_parameters() -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import load_settings
-from exporter.fake_nvml import GIB, FakeNvml
-from exporter.gpu_collector import GpuCollector
-from exporter.gpu_records import CLOCK_EVENT_REASON_NAMES
-from exporter.gpu_sampler import GpuSampler
+from exporter.gpu.collector import GpuCollector
+from exporter.gpu.fake_nvml import GIB, FakeNvml
+from exporter.gpu.records import CLOCK_EVENT_REASON_NAMES
+from exporter.gpu.sampler import GpuSampler
+from exporter.service.settings import load_settings
 from tests.support.prom import by_label, samples, total
 
 GPU_LOGGER = "exporter.gpu"

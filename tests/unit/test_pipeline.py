@@ -6,10 +6,10 @@ import random
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import catalog
-from exporter.collector import PipelineCollector
-from exporter.otlp_decode import DecodeRules, flatten
-from exporter.pipeline import PipelineOptions, SpanPipeline
+from exporter.metrics import catalog
+from exporter.otlp.decode import DecodeRules, flatten
+from exporter.requests.collector import PipelineCollector
+from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from tests.support.otlp import fresh, gateway_span, request_of, sample_request_spans, with_attribute
 from tests.support.prom import by_label, samples, total
 

@@ -8,7 +8,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from exporter.sim.exporters import BatchSpanProcessor
+from exporter.sim.senders import BatchSpanProcessor
 
 
 class Recorder:

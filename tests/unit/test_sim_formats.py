@@ -16,8 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.engine import parse
-from exporter.otlp_decode import REQUEST_SPAN_NAME, STARTUP_PHASES, DecodeRules, flatten
+from exporter.engine.parse import parse
+from exporter.otlp.decode import REQUEST_SPAN_NAME, STARTUP_PHASES, DecodeRules, flatten
 from exporter.sim.metrics import render
 from exporter.sim.scenarios import scenario
 from exporter.sim.simulation import Outgoing, Simulation

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pynvml  # type: ignore[import-untyped]
 import pytest
 
-from exporter.gpu_sampler import GpuSampler
+from exporter.gpu.sampler import GpuSampler
 from exporter.sim.engine import EngineConfig, EngineModel, SimRequest
 from exporter.sim.kv import KvCache
 from exporter.sim.ledger import Ledger, RequestTruth

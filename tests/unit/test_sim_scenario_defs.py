@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from exporter.otlp_decode import REQUEST_SPAN_NAME
+from exporter.otlp.decode import REQUEST_SPAN_NAME
 from exporter.sim import scenarios as sc
 from exporter.sim.scenarios import SCENARIOS, scenario
 from exporter.sim.simulation import Simulation

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from exporter.otlp_decode import DecodeRules, flatten
-from exporter.records import RequestSpan, TenantHint
-from exporter.tenancy import TenantJoiner
+from exporter.otlp.decode import DecodeRules, flatten
+from exporter.requests.records import RequestSpan, TenantHint
+from exporter.requests.tenancy import TenantJoiner
 from tests.support.otlp import fresh, request_of, sample_request_spans
 
 

@@ -7,10 +7,13 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import catalog
-from exporter.config import InstanceConfig, Settings, load_settings
-from exporter.gpu_records import GpuIdentity, GpuProcess, GpuSample, GpuView
-from exporter.topology import (
+from exporter.gpu.records import GpuIdentity, GpuProcess, GpuSample, GpuView
+from exporter.metrics import catalog
+from exporter.service.settings import InstanceConfig, Settings, load_settings
+from exporter.topology.build import build_source, compute_processes, resolve_mode
+from exporter.topology.collector import TopologyCollector
+from exporter.topology.kubernetes import KubernetesTopology
+from exporter.topology.model import (
     Instance,
     SpanSender,
     Topology,
@@ -20,11 +23,8 @@ from exporter.topology import (
     peer_ip,
     url_ip,
 )
-from exporter.topology_collector import TopologyCollector
-from exporter.topology_kubernetes import KubernetesTopology
-from exporter.topology_processes import ComputeProcess, ProcessTopology
-from exporter.topology_sources import build_source, compute_processes, resolve_mode
-from exporter.topology_static import StaticTopology, instance_from_config, static_instances
+from exporter.topology.processes import ComputeProcess, ProcessTopology
+from exporter.topology.static import StaticTopology, instance_from_config, static_instances
 
 
 def cfg(**values: object) -> InstanceConfig:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from exporter.topology import Instance
-from exporter.topology_kubernetes import (
+from exporter.topology.kubernetes import (
     ApiError,
     BadResponse,
     Skipped,
@@ -14,6 +13,7 @@ from exporter.topology_kubernetes import (
     in_cluster_api_url,
     pod_instance,
 )
+from exporter.topology.model import Instance
 from tests.support.k8s_api import make_pod
 
 ANNOTATION = "llm-token-exporter/port"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.topology_processes import (
+from exporter.topology.processes import (
     ComputeProcess,
     ProcessTopology,
     VllmArgs,

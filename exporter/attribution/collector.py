@@ -1,0 +1,57 @@
+"""prometheus_client Collector for the attribution counters (per model/tenant/phase, idle and unattributed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporter.attribution.stage import AttributionStage
+from exporter.metrics import catalog
+from exporter.requests.collector import counter, gauge
+from exporter.requests.pipeline import SpanPipeline
+
+
+class AttributionCollector(Collector):
+    """Reads the Attributor under the pipeline's lock (its worker thread writes it)."""
+
+    def __init__(self, pipeline: SpanPipeline, stage: AttributionStage) -> None:
+        self.pipeline = pipeline
+        self.stage = stage
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every attribution family."""
+        seconds, joules, usd = counter(catalog.GPU_SECONDS), counter(catalog.ENERGY), counter(catalog.COST)
+        idle = (counter(catalog.IDLE_SECONDS), counter(catalog.IDLE_ENERGY), counter(catalog.IDLE_COST))
+        lost = (
+            counter(catalog.UNATTRIBUTED_SECONDS),
+            counter(catalog.UNATTRIBUTED_ENERGY),
+            counter(catalog.UNATTRIBUTED_COST),
+        )
+        pending, outcomes = gauge(catalog.PENDING_ENERGY), counter(catalog.ATTRIBUTION_SPANS)
+        forwarded = counter(catalog.FORWARDED_SPANS)
+        if self.stage.forwarder is not None:
+            for outcome, count in sorted(self.stage.forwarder.stats.items()):
+                forwarded.add_metric([outcome], count)
+        a = self.stage.attributor
+        with self.pipeline.lock:
+            for (model, tenant, phase), amount in sorted(a.attributed.items()):
+                seconds.add_metric([model, tenant, phase], amount.gpu_seconds)
+                joules.add_metric([model, tenant, phase], amount.joules)
+                usd.add_metric([model, tenant, phase], amount.usd)
+            for gpu, amount in sorted(a.idle.items()):
+                for family, value in zip(idle, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
+                    family.add_metric([gpu], value)
+            for (gpu, reason), amount in sorted(a.unattributed.items()):
+                for family, value in zip(lost, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
+                    family.add_metric([gpu, reason], value)
+            for gpu in sorted(a.measured):
+                pending.add_metric([gpu], a.pending_amount(gpu).joules)
+            for outcome, count in sorted(a.spans.items()):
+                outcomes.add_metric([outcome], count)
+        yield from (seconds, joules, usd, *idle, *lost, pending, outcomes, forwarded)

@@ -1,0 +1,155 @@
+"""Per-instance engine state from successive scrapes: up/down, monotonic counters across restarts, cold start.
+
+Pure: readings and the times they were taken come in; nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from exporter.engine.parse import COUNTER_FIELDS, EngineReading, ModelReading
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPoint:
+    """vLLM's token counters of one model at one scrape, made monotonic across restarts (for attribution)."""
+
+    timestamp_s: float
+    prompt_tokens: float
+    generation_tokens: float
+
+
+@dataclass
+class InstanceState:
+    """Everything known about one vLLM server."""
+
+    name: str
+    configured_model: str | None
+    history_len: int
+    up: bool = False
+    scrapes: int = 0
+    last_reading: EngineReading | None = None
+    last_success_s: float | None = None
+    process_start_s: float | None = None
+    restarts: int = 0
+    time_to_ready_s: float | None = None
+    errors: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+    totals: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, counter) -> monotonic value
+    finished: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
+    _raw: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw_finished: dict[tuple[str, str], float] = field(default_factory=dict)
+    rejected: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
+    _raw_rejected: dict[tuple[str, str], float] = field(default_factory=dict)
+    http_responses: dict[tuple[str, str], float] = field(default_factory=dict)  # ("", status class) -> monotonic
+    _raw_http: dict[tuple[str, str], float] = field(default_factory=dict)
+    history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
+    absent_since: float | None = None  # left the topology at this time (not scraped since)
+
+    def label_of(self, model: str) -> str:
+        """The model label: the configured one wins over the served name vLLM reports."""
+        return self.configured_model or model
+
+    @property
+    def models(self) -> list[ModelReading]:
+        """The models of the last successful scrape (empty while down: stale values are not served)."""
+        if not self.up or self.last_reading is None:
+            return []
+        return list(self.last_reading.models.values())
+
+
+def _advance(
+    raw_prev: dict[tuple[str, str], float],
+    totals: dict[tuple[str, str], float],
+    key: tuple[str, str],
+    raw: float,
+    restarted: bool,
+) -> None:
+    """Add a counter's growth since the last scrape to its monotonic total; after a restart all of it is new."""
+    previous = raw_prev.get(key)
+    if previous is None:
+        totals[key] = raw
+    elif restarted or raw < previous:
+        totals[key] += raw
+    else:
+        totals[key] += raw - previous
+    raw_prev[key] = raw
+
+
+class EngineTracker:
+    """Folds scrape outcomes into InstanceState; one per exporter."""
+
+    def __init__(self, history_len: int = 256) -> None:
+        self.history_len = history_len
+        self.instances: dict[str, InstanceState] = {}
+
+    def instance(self, name: str, configured_model: str | None = None) -> InstanceState:
+        """The state of instance `name`, created on first use."""
+        state = self.instances.get(name)
+        if state is None:
+            state = self.instances[name] = InstanceState(name, configured_model, self.history_len)
+        state.configured_model = configured_model
+        return state
+
+    def present(self, names: set[str], now: float, forget_after_s: float) -> None:
+        """Mark instances that left the topology down; forget them (their series go away) once gone for
+        `forget_after_s`. The grace keeps a server that restarts (and briefly leaves the topology) one
+        instance, with monotonic counters and its restart counted."""
+        for name, state in list(self.instances.items()):
+            if name in names:
+                state.absent_since = None
+                continue
+            state.up = False
+            if state.absent_since is None:
+                state.absent_since = now
+            elif now - state.absent_since >= forget_after_s:
+                del self.instances[name]
+
+    def success(self, name: str, reading: EngineReading, now: float, configured_model: str | None = None) -> None:
+        """Record a good scrape taken at wall-clock `now`."""
+        state = self.instance(name, configured_model)
+        restarted = (
+            state.process_start_s is not None
+            and reading.process_start_time_s is not None
+            and reading.process_start_time_s != state.process_start_s
+        )
+        # Time to ready only when we watched the server come up (it was down, or it restarted): an exporter
+        # started beside a server that has run for days must not report days. An upper bound by up to one
+        # scrape interval.
+        watched_start = restarted or (not state.up and state.errors.total() > 0)
+        if restarted:
+            state.restarts += 1
+        if watched_start and reading.process_start_time_s is not None:
+            state.time_to_ready_s = max(0.0, now - reading.process_start_time_s)
+        for model, m in reading.models.items():
+            for counter in COUNTER_FIELDS:
+                if counter in m.counters:
+                    _advance(state._raw, state.totals, (model, counter), m.counters[counter], restarted)
+            for reason, value in m.finished.items():
+                _advance(state._raw_finished, state.finished, (model, reason), value, restarted)
+            for reason, value in m.rejected.items():
+                _advance(state._raw_rejected, state.rejected, (model, reason), value, restarted)
+            history = state.history.setdefault(model, deque(maxlen=self.history_len))
+            history.append(
+                CounterPoint(
+                    now,
+                    state.totals.get((model, "prompt_tokens"), 0.0),
+                    state.totals.get((model, "generation_tokens"), 0.0),
+                )
+            )
+        for status, value in reading.http_responses.items():
+            _advance(state._raw_http, state.http_responses, ("", status), value, restarted)
+        state.process_start_s = reading.process_start_time_s
+        state.last_reading = reading
+        state.last_success_s = now
+        state.up = True
+        state.scrapes += 1
+
+    def failure(self, name: str, reason: str, message: str, configured_model: str | None = None) -> None:
+        """Record a failed scrape: the instance is down and its gauges are no longer served."""
+        state = self.instance(name, configured_model)
+        state.up = False
+        state.errors[reason] += 1
+        state.last_error = message
+        state.scrapes += 1

@@ -1,0 +1,1 @@
+"""The metric catalog (every metric, defined once) and what is generated from it."""

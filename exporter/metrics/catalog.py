@@ -1,0 +1,704 @@
+"""The metric catalog: every metric the exporter serves, defined once.
+
+The collector, the dashboards, the alerts and the README all read this module, so a name or a label changes
+in one place only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """Prometheus metric type."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exposed metric: its full name (counters end in `_total`), type, help text and label names."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    default_buckets: tuple[float, ...] = field(default=())
+
+    @property
+    def family(self) -> str:
+        """Name of the metric family (counters without their `_total` suffix), as prometheus_client wants it."""
+        if self.kind is Kind.COUNTER and self.name.endswith("_total"):
+            return self.name[: -len("_total")]
+        return self.name
+
+
+REQUEST_LABELS = ("model", "tenant")
+THROTTLE_LABELS = ("model", "tenant", "throttled")
+
+# Bucket defaults are finer than vLLM's at the low end and contain the usual SLO thresholds
+# (TTFT 0.1, 0.25, 0.5, 1, 2.5 s; TPOT 0.01 .. 0.2 s), since SLO alerts need the threshold to be a bucket edge.
+TTFT = MetricSpec(
+    "llm_request_time_to_first_token_seconds",
+    Kind.HISTOGRAM,
+    "Time from request arrival at the vLLM API server to its first output token (span gen_ai.latency."
+    "time_to_first_token). throttled: whether a GPU of its instance reported a clock-event reason other than "
+    "idle while it ran (unknown without GPU data).",
+    THROTTLE_LABELS,
+    (
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.075,
+        0.1,
+        0.15,
+        0.2,
+        0.25,
+        0.3,
+        0.4,
+        0.5,
+        0.75,
+        1.0,
+        1.5,
+        2.0,
+        2.5,
+        3.0,
+        4.0,
+        5.0,
+        7.5,
+        10.0,
+        15.0,
+        20.0,
+        30.0,
+        60.0,
+    ),
+)
+TPOT = MetricSpec(
+    "llm_request_time_per_output_token_seconds",
+    Kind.HISTOGRAM,
+    "Mean time per output token after the first: decode time / (completion tokens - 1). Not observed for "
+    "sequences with at most one output token. throttled: as for TTFT.",
+    THROTTLE_LABELS,
+    (
+        0.001,
+        0.0025,
+        0.005,
+        0.0075,
+        0.01,
+        0.015,
+        0.02,
+        0.025,
+        0.03,
+        0.04,
+        0.05,
+        0.06,
+        0.075,
+        0.1,
+        0.15,
+        0.2,
+        0.3,
+        0.5,
+        1.0,
+    ),
+)
+QUEUE = MetricSpec(
+    "llm_request_queue_seconds",
+    Kind.HISTOGRAM,
+    "Time the request waited in the engine's queue before it was first scheduled.",
+    REQUEST_LABELS,
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+)
+PREFILL = MetricSpec(
+    "llm_request_prefill_seconds",
+    Kind.HISTOGRAM,
+    "Time from first scheduling to the first output token (prompt processing).",
+    REQUEST_LABELS,
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+DECODE = MetricSpec(
+    "llm_request_decode_seconds",
+    Kind.HISTOGRAM,
+    "Time from the first to the last output token.",
+    REQUEST_LABELS,
+    (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
+)
+E2E = MetricSpec(
+    "llm_request_e2e_seconds",
+    Kind.HISTOGRAM,
+    "Time from request arrival at the vLLM API server to its completion.",
+    REQUEST_LABELS,
+    (
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.0,
+        2.5,
+        5.0,
+        10.0,
+        15.0,
+        20.0,
+        30.0,
+        60.0,
+        120.0,
+        300.0,
+        600.0,
+    ),
+)
+REQUESTS = MetricSpec(
+    "llm_requests_total",
+    Kind.COUNTER,
+    "Finished sequences seen as vLLM llm_request spans (n=2 makes two).",
+    REQUEST_LABELS,
+)
+TOKENS = MetricSpec(
+    "llm_tokens_total",
+    Kind.COUNTER,
+    "Tokens of finished sequences: type=input (prompt) or output (completion).",
+    (*REQUEST_LABELS, "type"),
+)
+
+LATENCY_HISTOGRAMS: tuple[MetricSpec, ...] = (TTFT, TPOT, QUEUE, PREFILL, DECODE, E2E)
+
+# Self metrics: how complete and healthy the exporter's own picture is.
+BUILD_INFO = MetricSpec(
+    "llm_exporter_build_info", Kind.GAUGE, "Always 1; labels carry the exporter's version.", ("version",)
+)
+SPANS_RECEIVED = MetricSpec(
+    "llm_exporter_spans_received_total",
+    Kind.COUNTER,
+    "Spans in OTLP batches that decoded, of any name, by receiving protocol.",
+    ("protocol",),
+)
+SPANS_ACCEPTED = MetricSpec(
+    "llm_exporter_spans_accepted_total",
+    Kind.COUNTER,
+    "llm_request spans that passed validation and entered the processing queue.",
+    ("protocol",),
+)
+SPANS_REJECTED = MetricSpec(
+    "llm_exporter_spans_rejected_total",
+    Kind.COUNTER,
+    "llm_request spans rejected alone for a bad value (the rest of their batch is kept), by reason.",
+    ("reason",),
+)
+SPANS_DROPPED = MetricSpec(
+    "llm_exporter_spans_dropped_total",
+    Kind.COUNTER,
+    "Valid llm_request spans not counted: queue_full (exporter overloaded) or duplicate (re-delivered).",
+    ("reason",),
+)
+OTHER_SPANS = MetricSpec(
+    "llm_exporter_other_spans_total",
+    Kind.COUNTER,
+    "Spans that are not llm_request (vLLM start-up spans, gateway spans), by span name (capped).",
+    ("name",),
+)
+BATCHES_REJECTED = MetricSpec(
+    "llm_exporter_batches_rejected_total",
+    Kind.COUNTER,
+    "Whole OTLP export requests refused, by protocol and reason (decode_error, too_large, "
+    "unsupported_media_type, unsupported_encoding; overloaded and memory_limit are retryable refusals before "
+    "decoding, so their spans are not counted elsewhere).",
+    ("protocol", "reason"),
+)
+UNAUTHORIZED = MetricSpec(
+    "llm_exporter_unauthorized_requests_total",
+    Kind.COUNTER,
+    "Requests refused for a missing or wrong bearer token, by endpoint (otlp_http, otlp_grpc, metrics).",
+    ("endpoint",),
+)
+TLS_RELOADS = MetricSpec(
+    "llm_exporter_tls_reloads_total",
+    Kind.COUNTER,
+    "Certificate file changes seen by a TLS listener group (web, otlp), by result: ok (new connections use the new "
+    "certificate) or failed (unreadable or unusable files: the last good certificate stays in use).",
+    ("listener", "result"),
+)
+QUEUE_DEPTH = MetricSpec("llm_exporter_queue_spans", Kind.GAUGE, "llm_request spans waiting in the processing queue.")
+QUEUE_CAPACITY = MetricSpec(
+    "llm_exporter_queue_capacity_spans", Kind.GAUGE, "Capacity of the processing queue, in spans."
+)
+EXPORTS_IN_PROGRESS = MetricSpec(
+    "llm_exporter_exports_in_progress",
+    Kind.GAUGE,
+    "OTLP exports admitted and not yet answered (waiting for or being decoded); past otlp.max-wait-seconds of "
+    "waiting work or otlp.max-concurrent-exports, further ones are refused (overloaded).",
+)
+MEMORY_LIMIT = MetricSpec(
+    "llm_exporter_memory_limit_bytes",
+    Kind.GAUGE,
+    "Memory ceiling the exporter guards (the container's limit by default; 0: none); near it, exports are "
+    "refused while spans are queued (memory_limit).",
+)
+PROCESS_RESIDENT_MEMORY = MetricSpec(
+    "process_resident_memory_bytes", Kind.GAUGE, "Resident memory size of the exporter process in bytes."
+)
+PROCESS_CPU = MetricSpec(
+    "process_cpu_seconds_total", Kind.COUNTER, "User and system CPU time of the exporter process in seconds."
+)
+PROCESS_OPEN_FDS = MetricSpec("process_open_fds", Kind.GAUGE, "Open file descriptors of the exporter process.")
+PROCESS_THREADS = MetricSpec("process_threads", Kind.GAUGE, "Threads of the exporter process.")
+TENANT_PENDING = MetricSpec(
+    "llm_exporter_tenant_join_pending_spans",
+    Kind.GAUGE,
+    "llm_request spans held back waiting for their caller's span to give their tenant.",
+)
+TENANT_JOINS = MetricSpec(
+    "llm_exporter_tenant_resolutions_total",
+    Kind.COUNTER,
+    "Where each request's tenant came from: span, resource, trace (the caller's span), timeout (no caller "
+    "span within the join window), none (no caller), overflow (join table full).",
+    ("source",),
+)
+LABEL_OVERFLOW = MetricSpec(
+    "llm_exporter_label_overflow_total",
+    Kind.COUNTER,
+    "Requests whose model or tenant value was folded into 'other' because its cap of distinct values was hit.",
+    ("label",),
+)
+
+SELF_METRICS: tuple[MetricSpec, ...] = (
+    BUILD_INFO,
+    SPANS_RECEIVED,
+    SPANS_ACCEPTED,
+    SPANS_REJECTED,
+    SPANS_DROPPED,
+    OTHER_SPANS,
+    BATCHES_REJECTED,
+    UNAUTHORIZED,
+    TLS_RELOADS,
+    QUEUE_DEPTH,
+    QUEUE_CAPACITY,
+    TENANT_PENDING,
+    TENANT_JOINS,
+    LABEL_OVERFLOW,
+)
+
+# The exporter process itself (exporter.service.process_collector).
+PROCESS_METRICS: tuple[MetricSpec, ...] = (
+    EXPORTS_IN_PROGRESS,
+    MEMORY_LIMIT,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_CPU,
+    PROCESS_OPEN_FDS,
+    PROCESS_THREADS,
+)
+
+# --- Engine (vLLM /metrics scraper) ---
+# Not `instance`: Prometheus renames a scraped `instance` label to `exported_instance` (it sets its own).
+ENGINE_LABELS = ("vllm_instance", "model")
+ENGINE_UP = MetricSpec(
+    "llm_engine_up",
+    Kind.GAUGE,
+    "1 when the last scrape of the vLLM server's /metrics succeeded, else 0 (its other gauges are then absent).",
+    ENGINE_LABELS,
+)
+ENGINE_RUNNING = MetricSpec(
+    "llm_engine_requests_running", Kind.GAUGE, "Requests in the engine's running batch.", ENGINE_LABELS
+)
+ENGINE_WAITING = MetricSpec(
+    "llm_engine_requests_waiting", Kind.GAUGE, "Requests waiting in the engine's queue.", ENGINE_LABELS
+)
+ENGINE_KV_USAGE = MetricSpec(
+    "llm_engine_kv_cache_usage_ratio",
+    Kind.GAUGE,
+    "Fraction of KV-cache blocks in use (0..1); with several data-parallel engines, the fullest one's.",
+    ENGINE_LABELS,
+)
+ENGINE_KV_CAPACITY = MetricSpec(
+    "llm_engine_kv_cache_capacity_tokens",
+    Kind.GAUGE,
+    "Tokens the KV cache holds (vLLM cache_config_info: kv_cache_size_tokens, or num_gpu_blocks x block_size).",
+    ENGINE_LABELS,
+)
+ENGINE_KV_BYTES = MetricSpec(
+    "llm_engine_kv_cache_bytes_per_token",
+    Kind.GAUGE,
+    "Bytes of KV cache one token occupies (kv_cache_memory_bytes / kv_cache_size_tokens).",
+    ENGINE_LABELS,
+)
+ENGINE_PREFIX_QUERIES = MetricSpec(
+    "llm_engine_prefix_cache_queries_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens looked up in the prefix cache (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PREFIX_HITS = MetricSpec(
+    "llm_engine_prefix_cache_hits_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens found in the prefix cache (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PREEMPTIONS = MetricSpec(
+    "llm_engine_preemptions_total",
+    Kind.COUNTER,
+    "Requests preempted because the KV cache was full (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_PROMPT_TOKENS = MetricSpec(
+    "llm_engine_prompt_tokens_total",
+    Kind.COUNTER,
+    "Prompt tokens the engine processed (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_GENERATION_TOKENS = MetricSpec(
+    "llm_engine_generation_tokens_total",
+    Kind.COUNTER,
+    "Tokens the engine generated (vLLM's counter, kept monotonic across restarts).",
+    ENGINE_LABELS,
+)
+ENGINE_FINISHED = MetricSpec(
+    "llm_engine_requests_finished_total",
+    Kind.COUNTER,
+    "Requests vLLM finished, by finished_reason (stop, length, abort, error, ...), monotonic across restarts.",
+    (*ENGINE_LABELS, "finished_reason"),
+)
+ENGINE_ADMISSION_REJECTIONS = MetricSpec(
+    "llm_engine_admission_rejections_total",
+    Kind.COUNTER,
+    "Requests vLLM refused for capacity (queue limits), by reason, monotonic across restarts.",
+    (*ENGINE_LABELS, "reason"),
+)
+ENGINE_HTTP_RESPONSES = MetricSpec(
+    "llm_engine_http_responses_total",
+    Kind.COUNTER,
+    "Responses of the vLLM server's OpenAI API (POST /v1/* handlers), by status_class 2xx/4xx/5xx, monotonic across "
+    "restarts; model is the instance's model when it serves one.",
+    (*ENGINE_LABELS, "status_class"),
+)
+ENGINE_RESTARTS = MetricSpec(
+    "llm_engine_restarts_total",
+    Kind.COUNTER,
+    "Restarts of the vLLM server seen by the scraper (its process start time changed).",
+    ("vllm_instance",),
+)
+ENGINE_TIME_TO_READY = MetricSpec(
+    "llm_engine_time_to_ready_seconds",
+    Kind.GAUGE,
+    "From the vLLM process start to the first good scrape after it, for starts the exporter watched (an upper "
+    "bound by up to one scrape interval).",
+    ("vllm_instance",),
+)
+ENGINE_STARTUP_PHASE = MetricSpec(
+    "llm_engine_startup_phase_seconds",
+    Kind.GAUGE,
+    "Duration of a phase of the last vLLM start-up, from its start-up spans: total (Overall Loading), "
+    "load_model, load_weights, warmup, allocate_kv_cache, ...",
+    ("model", "phase"),
+)
+ENGINE_SCRAPE_ERRORS = MetricSpec(
+    "llm_exporter_engine_scrape_errors_total",
+    Kind.COUNTER,
+    "Failed scrapes of a vLLM server's /metrics, by reason: refused, timeout, http_status, parse_error, truncated, "
+    "too_large, error.",
+    ("vllm_instance", "reason"),
+)
+ENGINE_METRICS: tuple[MetricSpec, ...] = (
+    ENGINE_UP,
+    ENGINE_RUNNING,
+    ENGINE_WAITING,
+    ENGINE_KV_USAGE,
+    ENGINE_KV_CAPACITY,
+    ENGINE_KV_BYTES,
+    ENGINE_PREFIX_QUERIES,
+    ENGINE_PREFIX_HITS,
+    ENGINE_PREEMPTIONS,
+    ENGINE_PROMPT_TOKENS,
+    ENGINE_GENERATION_TOKENS,
+    ENGINE_FINISHED,
+    ENGINE_ADMISSION_REJECTIONS,
+    ENGINE_HTTP_RESPONSES,
+    ENGINE_RESTARTS,
+    ENGINE_TIME_TO_READY,
+    ENGINE_STARTUP_PHASE,
+    ENGINE_SCRAPE_ERRORS,
+)
+
+# --- Attribution (who used the GPU) ---
+ATTRIBUTION_LABELS = ("model", "tenant", "phase")
+GPU_SECONDS = MetricSpec(
+    "llm_gpu_seconds_total",
+    Kind.COUNTER,
+    "GPU time attributed to requests: each instance's GPUs x time, split over its requests by their token work "
+    "(phase = prefill or decode). Usage basis; add llm_gpu_idle_seconds_total for allocation.",
+    ATTRIBUTION_LABELS,
+)
+ENERGY = MetricSpec(
+    "llm_energy_joules_total",
+    Kind.COUNTER,
+    "GPU energy (NVML energy counter) attributed to requests by their token work, by phase.",
+    ATTRIBUTION_LABELS,
+)
+COST = MetricSpec(
+    "llm_cost_usd_total",
+    Kind.COUNTER,
+    "Dollars attributed to requests: their GPU-seconds at the GPU's hourly price plus their energy at the kWh "
+    "price, by phase.",
+    ATTRIBUTION_LABELS,
+)
+KV_TOKEN_SECONDS = MetricSpec(
+    "llm_kv_token_seconds_total",
+    Kind.COUNTER,
+    "Integral of each request's resident KV-cache tokens over its prefill and decode: the memory bill of long context.",
+    ATTRIBUTION_LABELS,
+)
+IDLE_SECONDS = MetricSpec(
+    "llm_gpu_idle_seconds_total",
+    Kind.COUNTER,
+    "GPU time with no token work: intervals where the instance's counters did not move, or GPUs no vLLM uses.",
+    ("gpu",),
+)
+IDLE_ENERGY = MetricSpec(
+    "llm_idle_energy_joules_total", Kind.COUNTER, "GPU energy of idle time (see llm_gpu_idle_seconds_total).", ("gpu",)
+)
+IDLE_COST = MetricSpec("llm_idle_cost_usd_total", Kind.COUNTER, "Dollars of idle GPU time and energy.", ("gpu",))
+UNATTRIBUTED_SECONDS = MetricSpec(
+    "llm_gpu_unattributed_seconds_total",
+    Kind.COUNTER,
+    "GPU time with token work that no request was charged for: reason unclaimed (its spans never came within the "
+    "retention window) or gpu_down (the GPU did not answer, so nothing could be measured).",
+    ("gpu", "reason"),
+)
+UNATTRIBUTED_ENERGY = MetricSpec(
+    "llm_unattributed_energy_joules_total",
+    Kind.COUNTER,
+    "GPU energy not charged to any request (reasons as llm_gpu_unattributed_seconds_total).",
+    ("gpu", "reason"),
+)
+UNATTRIBUTED_COST = MetricSpec(
+    "llm_unattributed_cost_usd_total",
+    Kind.COUNTER,
+    "Dollars not charged to any request (reasons as llm_gpu_unattributed_seconds_total).",
+    ("gpu", "reason"),
+)
+PENDING_ENERGY = MetricSpec(
+    "llm_attribution_pending_joules",
+    Kind.GAUGE,
+    "GPU energy measured in intervals still inside the retention window and not yet claimed by a request: it "
+    "becomes attributed when spans arrive, or unattributed when the interval leaves the window.",
+    ("gpu",),
+)
+ATTRIBUTION_SPANS = MetricSpec(
+    "llm_exporter_attribution_spans_total",
+    Kind.COUNTER,
+    "Request spans by attribution outcome: charged, partial (part of its window was before the exporter's "
+    "data), late (its window left the retention window first), no_instance, no_gpus, overflow.",
+    ("outcome",),
+)
+FORWARDED_SPANS = MetricSpec(
+    "llm_exporter_forwarded_spans_total",
+    Kind.COUNTER,
+    "Enriched llm_request spans re-emitted to the trace backend, by outcome: sent, dropped_queue_full, "
+    "dropped_export_failed (the backend was down or slow).",
+    ("outcome",),
+)
+ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
+    GPU_SECONDS,
+    ENERGY,
+    COST,
+    KV_TOKEN_SECONDS,
+    IDLE_SECONDS,
+    IDLE_ENERGY,
+    IDLE_COST,
+    UNATTRIBUTED_SECONDS,
+    UNATTRIBUTED_ENERGY,
+    UNATTRIBUTED_COST,
+    PENDING_ENERGY,
+    ATTRIBUTION_SPANS,
+    FORWARDED_SPANS,
+)
+
+# --- GPU (NVML sampler) ---
+GPU_LABELS = ("gpu", "index")  # gpu = NVML UUID (stable across reboots), index = NVML index (0..N-1 on the node)
+_GPU = "Labels: gpu = NVML UUID, index = NVML index."
+GPU_UP = MetricSpec(
+    "gpu_up",
+    Kind.GAUGE,
+    "1 when the GPU's last NVML reading succeeded; 0 when it is down (lost, reset required or unknown error; "
+    f"retried periodically). {_GPU}",
+    GPU_LABELS,
+)
+GPU_INFO = MetricSpec(
+    "gpu_info",
+    Kind.GAUGE,
+    f"Always 1; identity of a GPU: name = product name, driver_version = NVIDIA driver version. {_GPU}",
+    (*GPU_LABELS, "name", "driver_version"),
+)
+GPU_MEMORY_USED = MetricSpec(
+    "gpu_memory_used_bytes",
+    Kind.GAUGE,
+    f"Device memory allocated by processes and the driver, excluding reserved memory (NVML memory info v2). {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_RESERVED = MetricSpec(
+    "gpu_memory_reserved_bytes",
+    Kind.GAUGE,
+    f"Device memory reserved by the driver and firmware, unusable by processes (NVML memory info v2). {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_TOTAL = MetricSpec("gpu_memory_total_bytes", Kind.GAUGE, f"Installed device memory. {_GPU}", GPU_LABELS)
+GPU_UTILIZATION = MetricSpec(
+    "gpu_utilization_ratio",
+    Kind.GAUGE,
+    "Share of time (0..1) one or more kernels ran, over the driver's last sample period (NVML utilization.gpu). "
+    f"Busy time, not how much of the GPU's compute was used. {_GPU}",
+    GPU_LABELS,
+)
+GPU_MEMORY_BUSY = MetricSpec(
+    "gpu_memory_busy_ratio",
+    Kind.GAUGE,
+    "Share of time (0..1) device memory was being read or written (NVML utilization.memory). A busy-time share, "
+    f"NOT bandwidth: see gpu_dram_bandwidth_utilization_ratio. {_GPU}",
+    GPU_LABELS,
+)
+GPU_DRAM_BANDWIDTH = MetricSpec(
+    "gpu_dram_bandwidth_utilization_ratio",
+    Kind.GAUGE,
+    "DRAM bandwidth used as a share (0..1) of the GPU's peak, averaged since the previous sample (NVML GPM "
+    f"DRAM_BW_UTIL). Only for GPUs with GPM (Hopper and later). {_GPU}",
+    GPU_LABELS,
+)
+GPU_POWER = MetricSpec("gpu_power_watts", Kind.GAUGE, f"Power draw (NVML power usage). {_GPU}", GPU_LABELS)
+GPU_ENERGY = MetricSpec(
+    "gpu_energy_joules_total",
+    Kind.COUNTER,
+    "Energy consumed (NVML total energy since driver load), kept monotonic across driver reloads; the last "
+    f"value stays while the GPU is down. {_GPU}",
+    GPU_LABELS,
+)
+GPU_SM_CLOCK = MetricSpec("gpu_sm_clock_hertz", Kind.GAUGE, f"Current SM clock. {_GPU}", GPU_LABELS)
+GPU_MEMORY_CLOCK = MetricSpec("gpu_memory_clock_hertz", Kind.GAUGE, f"Current memory clock. {_GPU}", GPU_LABELS)
+GPU_TEMPERATURE = MetricSpec("gpu_temperature_celsius", Kind.GAUGE, f"GPU die temperature. {_GPU}", GPU_LABELS)
+GPU_MEMORY_TEMPERATURE = MetricSpec(
+    "gpu_memory_temperature_celsius",
+    Kind.GAUGE,
+    f"Memory (HBM) temperature, for GPUs that report it. {_GPU}",
+    GPU_LABELS,
+)
+GPU_CLOCK_EVENT_REASON = MetricSpec(
+    "gpu_clock_event_reason",
+    Kind.GAUGE,
+    "1 when the reason is now holding the clocks down or fixing them, else 0 (NVML clock event reasons). reason: "
+    "idle, applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, sw_thermal_slowdown, "
+    f"hw_thermal_slowdown, hw_power_brake_slowdown, display_clock_setting. {_GPU}",
+    (*GPU_LABELS, "reason"),
+)
+GPU_XID_ERRORS = MetricSpec(
+    "gpu_xid_errors_total",
+    Kind.COUNTER,
+    "Critical XID errors the driver reported since the exporter started, by XID code (xid; at most 32 codes per "
+    f"GPU, then 'other'). {_GPU}",
+    (*GPU_LABELS, "xid"),
+)
+GPU_PROCESS_MEMORY = MetricSpec(
+    "gpu_process_memory_used_bytes",
+    Kind.GAUGE,
+    "Device memory used by a running compute process; pid = host PID (not a container's own), the 64 largest "
+    f"per GPU. {_GPU}",
+    (*GPU_LABELS, "pid"),
+)
+GPU_SAMPLER_UP = MetricSpec(
+    "llm_exporter_gpu_sampler_up",
+    Kind.GAUGE,
+    "1 when NVML is loaded and GPUs are sampled; 0 when the GPU part is off (NVML library missing, NVML failed, "
+    "no GPU, or disabled).",
+)
+GPU_SAMPLING_ERRORS = MetricSpec(
+    "llm_exporter_gpu_sampling_errors_total",
+    Kind.COUNTER,
+    "Failed NVML calls, by reason: the NVML error in snake case (not_supported, no_permission, gpu_is_lost, "
+    "reset_required, unknown, timeout, ...) or internal (an exporter bug).",
+    ("reason",),
+)
+GPU_SAMPLE_DURATION = MetricSpec(
+    "llm_exporter_gpu_sample_duration_seconds",
+    Kind.GAUGE,
+    "Wall time of the last sampling pass over all GPUs.",
+)
+GPU_METRICS: tuple[MetricSpec, ...] = (
+    GPU_UP,
+    GPU_INFO,
+    GPU_MEMORY_USED,
+    GPU_MEMORY_RESERVED,
+    GPU_MEMORY_TOTAL,
+    GPU_UTILIZATION,
+    GPU_MEMORY_BUSY,
+    GPU_DRAM_BANDWIDTH,
+    GPU_POWER,
+    GPU_ENERGY,
+    GPU_SM_CLOCK,
+    GPU_MEMORY_CLOCK,
+    GPU_TEMPERATURE,
+    GPU_MEMORY_TEMPERATURE,
+    GPU_CLOCK_EVENT_REASON,
+    GPU_XID_ERRORS,
+    GPU_PROCESS_MEMORY,
+    GPU_SAMPLER_UP,
+    GPU_SAMPLING_ERRORS,
+    GPU_SAMPLE_DURATION,
+)
+
+# --- Topology (instances, pods, GPUs per instance) ---
+INSTANCE_INFO = MetricSpec(
+    "llm_engine_instance_info",
+    Kind.GAUGE,
+    "Always 1 per vLLM instance discovered on this node: vllm_instance = its id (the same as the llm_engine_* "
+    "series), model = configured or inferred model ('' until known), namespace and pod (Kubernetes, else ''), "
+    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown).",
+    ("vllm_instance", "model", "namespace", "pod", "gpus"),
+)
+TOPOLOGY_INSTANCES = MetricSpec(
+    "llm_exporter_topology_instances",
+    Kind.GAUGE,
+    "vLLM instances the topology source sees now (source = static, kubernetes or processes).",
+    ("source",),
+)
+TOPOLOGY_STALE = MetricSpec(
+    "llm_exporter_topology_stale",
+    Kind.GAUGE,
+    "1 when the topology source could not confirm its view lately (API server unreachable, not yet listed) and "
+    "serves the last known one, else 0.",
+    ("source",),
+)
+TOPOLOGY_OBSERVED = MetricSpec(
+    "llm_exporter_topology_observed_timestamp_seconds",
+    Kind.GAUGE,
+    "Unix time the topology source last confirmed its view (absent before the first success).",
+    ("source",),
+)
+TOPOLOGY_ERRORS = MetricSpec(
+    "llm_exporter_topology_errors_total",
+    Kind.COUNTER,
+    "Topology discovery failures, by source (kubernetes, podresources, processes) and reason (unreachable, "
+    "timeout, unauthorized, server_error, http_error, connection, bad_response, expired, socket_missing, "
+    "unavailable, rpc_error, proc_unreadable, gpu_processes, internal).",
+    ("source", "reason"),
+)
+TOPOLOGY_METRICS: tuple[MetricSpec, ...] = (
+    INSTANCE_INFO,
+    TOPOLOGY_INSTANCES,
+    TOPOLOGY_STALE,
+    TOPOLOGY_OBSERVED,
+    TOPOLOGY_ERRORS,
+)
+
+ALL: tuple[MetricSpec, ...] = (
+    *LATENCY_HISTOGRAMS,
+    REQUESTS,
+    TOKENS,
+    *SELF_METRICS,
+    *PROCESS_METRICS,
+    *ENGINE_METRICS,
+    *ATTRIBUTION_METRICS,
+    *GPU_METRICS,
+    *TOPOLOGY_METRICS,
+)
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in ALL}

@@ -1,0 +1,1 @@
+"""OTLP trace receivers (gRPC, HTTP): bodies in, plain request records out to the span pipeline."""

@@ -1,0 +1,238 @@
+"""The span pipeline: receivers submit decoded batches; one worker thread joins tenants and aggregates.
+
+Receivers acknowledge at once: `submit` never blocks. When the bounded queue is full the batch is dropped and
+counted, because a slow receiver makes vLLM's exporter drop spans silently instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.requests.aggregate import Deduplicator, RequestAggregator
+from exporter.requests.records import OTHER, DecodedBatch, RequestSpan
+from exporter.requests.tenancy import Resolved, TenantJoiner
+
+log = logging.getLogger(__name__)
+
+MAX_OTHER_SPAN_NAMES = 100
+SERIES_CHECK_EVERY_S = 10.0  # idle-series expiry walks every series: not on every wake-up
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Sizes and windows of the pipeline."""
+
+    queue_capacity_spans: int = 65_536
+    tenant_join_window_s: float = 10.0
+    tenant_cap: int = 200
+    model_cap: int = 64
+    dedup_capacity: int = 131_072
+    series_idle_s: float = 3600.0
+    buckets: Mapping[str, Sequence[float]] | None = None
+
+
+class RequestHook(Protocol):
+    """What the pipeline asks of the attribution stage, in its worker thread and under its lock."""
+
+    def throttled(self, span: RequestSpan) -> str:
+        """The throttled label of a request."""
+        ...
+
+    def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
+        """Queue a request for charging (and forwarding)."""
+        ...
+
+    def forget(self, series: list[tuple[str, str]]) -> None:
+        """Drop the totals of (model, tenant) series that went idle."""
+        ...
+
+    def tick(self, force: bool = False) -> None:
+        """Advance the attribution (rate-limited unless forced)."""
+        ...
+
+
+class SelfStats:
+    """The exporter's own counters, written by receivers and the worker under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.other_names: Counter[str] = Counter()
+        self.batches_rejected: Counter[tuple[str, str]] = Counter()
+        self.tenant_sources: Counter[str] = Counter()
+        self.unauthorized: Counter[str] = Counter()
+        self.tls_reloads: Counter[tuple[str, str]] = Counter()
+
+    def refused(self, endpoint: str) -> None:
+        """Count a request refused for its bearer token."""
+        with self.lock:
+            self.unauthorized[endpoint] += 1
+
+    def tls_reloaded(self, listener: str, result: str) -> None:
+        """Count a change of a listener group's certificate files, by result (ok, failed)."""
+        with self.lock:
+            self.tls_reloads[(listener, result)] += 1
+
+    def batch_rejected(self, protocol: str, reason: str) -> None:
+        """Count a whole export request refused."""
+        with self.lock:
+            self.batches_rejected[(protocol, reason)] += 1
+
+
+class SpanPipeline:
+    """Bounded queue in front of the tenant joiner and the aggregator, drained by one worker thread."""
+
+    def __init__(self, options: PipelineOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.clock = clock
+        self.stats = SelfStats()
+        self.lock = threading.Lock()  # guards joiner and aggregator (worker writes, scrapes read)
+        self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap)
+        self.joiner = TenantJoiner(options.tenant_join_window_s)
+        self.dedup = Deduplicator(options.dedup_capacity)
+        self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
+        self.attribution: RequestHook | None = None
+        self._queue: deque[DecodedBatch] = deque()
+        self._queued_spans = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._series_checked = clock()
+
+    @property
+    def queue_depth(self) -> int:
+        """llm_request spans waiting in the queue."""
+        return self._queued_spans
+
+    def submit(self, batch: DecodedBatch, protocol: str) -> int:
+        """Queue a decoded batch without blocking; returns how many of its request spans were dropped."""
+        n = len(batch.requests)
+        with self._cond:
+            full = n > 0 and self._queued_spans + n > self.options.queue_capacity_spans
+            if not full:
+                self._queue.append(batch)
+                self._queued_spans += n
+                self._cond.notify()
+        with self.stats.lock:
+            self.stats.received[protocol] += batch.received
+            self.stats.rejected.update(batch.rejected)
+            if full:
+                self.stats.dropped["queue_full"] += n
+            else:
+                self.stats.accepted[protocol] += n
+        if full:
+            log.warning("processing queue full: dropped a batch of %d request spans", n)
+            return n
+        return 0
+
+    def process_available(self) -> int:
+        """Drain the queue and release expired joins now, on the calling thread; returns batches processed."""
+        with self._cond:
+            batches = list(self._queue)
+            self._queue.clear()
+            self._queued_spans = 0
+        for batch in batches:
+            self._process(batch)
+        self._expire()
+        return len(batches)
+
+    def _process(self, batch: DecodedBatch) -> None:
+        now = self.clock()
+        with self.lock:
+            released = self.joiner.add_hints(batch.hints, now)
+            duplicates = 0
+            for span in batch.requests:
+                if not self.dedup.first_time(span.key):
+                    duplicates += 1
+                    continue
+                resolved = self.joiner.add_request(span, now)
+                if resolved is not None:
+                    released.append(resolved)
+            self._observe(released)
+            for item in batch.startup:
+                key = (item.model, item.phase)
+                if key not in self.startup or self.startup[key][0] <= item.end_time_ns:
+                    self.startup[key] = (item.end_time_ns, item.seconds)
+        with self.stats.lock:
+            if duplicates:
+                self.stats.dropped["duplicate"] += duplicates
+            for name, count in batch.other_names.items():
+                if name not in self.stats.other_names and len(self.stats.other_names) >= MAX_OTHER_SPAN_NAMES:
+                    name = OTHER
+                self.stats.other_names[name] += count
+
+    def _expire(self) -> None:
+        now = self.clock()
+        with self.lock:
+            self._observe(self.joiner.expire(now))
+            if self.attribution is not None:
+                self.attribution.tick()
+            if now - self._series_checked >= SERIES_CHECK_EVERY_S:
+                self._series_checked = now
+                gone = self.aggregator.expire(now, self.options.series_idle_s)
+                if gone:
+                    if self.attribution is not None:
+                        self.attribution.forget(gone)
+                    log.info("forgot %d (model, tenant) series idle for %g s", len(gone), self.options.series_idle_s)
+
+    def _observe(self, released: list[Resolved]) -> None:
+        sources: Counter[str] = Counter()
+        hook = self.attribution
+        for item in released:
+            now = self.clock()
+            if hook is None:
+                self.aggregator.observe(item.span, item.tenant, now=now)
+            else:
+                throttled = hook.throttled(item.span)
+                model, tenant = self.aggregator.observe(item.span, item.tenant, throttled, now)
+                # Charged under the same capped labels, so a hostile tenant string cannot grow those series either.
+                span = item.span if model == item.span.model else item.span._replace(model=model)
+                hook.submit(span, tenant, throttled)
+            sources[item.source] += 1
+        if sources:
+            with self.stats.lock:
+                self.stats.tenant_sources.update(sources)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="span-pipeline", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._stop:
+                    self._cond.wait(timeout=0.25)
+                stopping = self._stop
+            try:
+                self.process_available()
+            except Exception:  # a bug in one batch must not stop the exporter
+                log.exception("span pipeline: failed to process a batch")
+            if stopping:
+                return
+
+    def stop(self, flush_pending: bool = True) -> None:
+        """Drain the queue, release waiting joins as `unknown` if asked, and stop the worker."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.process_available()
+        if flush_pending:
+            with self.lock:
+                self._observe(self.joiner.flush())

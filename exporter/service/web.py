@@ -1,0 +1,56 @@
+"""The exporter's own HTTP endpoints: /metrics (text or OpenMetrics with exemplars), /healthz, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter.service.auth import TokenFile
+
+INDEX = """<html><head><title>llm-token-exporter</title></head><body>
+<h1>llm-token-exporter</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a>
+&middot; <a href="/readyz">/readyz</a></p></body></html>"""
+
+
+def metrics_app(
+    registry: CollectorRegistry,
+    ready: Callable[[], str | None],
+    token: TokenFile | None = None,
+    refused: Callable[[], None] = lambda: None,
+) -> web.Application:
+    """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
+    it (probes stay open); `refused` counts a refusal."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        if token is not None and not token.allows(request.headers.get("Authorization")):
+            refused()
+            return web.Response(
+                status=401, text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
+            )
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        # Render off the event loop so a large scrape does not stall OTLP acknowledgements.
+        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        reason = ready()
+        if reason is None:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=INDEX, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", index)
+    return app

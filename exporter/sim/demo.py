@@ -1,0 +1,326 @@
+"""The built-in demo: the exporter beside a simulated GPU node, Prometheus and Alertmanager when installed, and a
+live view of what the exporter serves.
+
+Order of start: the simulated vLLM /metrics servers, the exporter (static topology pointing at them, the simulated
+NVML injected), the simulated node's clock and span senders, then Alertmanager and Prometheus. Every port is
+checked first, so a busy one stops the demo before anything started; whatever did start is stopped on the way out
+(Ctrl-C, SIGTERM, `--duration` elapsed, or an error) and named as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.logging import RichHandler
+
+from exporter.service.app import Exporter, StartupError
+from exporter.service.settings import InstanceConfig, Settings, parse_address
+from exporter.sim.node import NodeOptions, NodeStartError, SimNode
+from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, PromStack, StackError, find_binary
+from exporter.sim.scenarios import scenario
+from exporter.sim.spec import NodeSpec
+from exporter.sim.view import Scrape, SloStatus, Window, render
+
+__all__ = ["DemoError", "DemoOptions", "run_demo"]
+
+# The demo binds loopback unless told otherwise: it is a demo, not a deployment.
+DEMO_DEFAULTS = {
+    "web_listen_address": "127.0.0.1:9842",
+    "otlp_grpc_listen_address": "127.0.0.1:4317",
+    "otlp_http_listen_address": "127.0.0.1:4318",
+    "engine_scrape_interval_seconds": 2.0,
+}
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked (a busy port, a bad option); the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo's own flags (the exporter's settings come separately)."""
+
+    scenario: str = "steady"
+    scenario_at: float = 60.0  # seconds after the start when the scenario's change happens
+    duration: float = 0.0  # seconds; 0 runs until Ctrl-C
+    seed: int = 1
+    interval: float = 2.0  # seconds between refreshes of the view
+    window: float = 30.0  # seconds the view's rates and percentiles cover
+    prometheus: bool = True
+    prometheus_address: str = "127.0.0.1:9090"
+    alertmanager_address: str = "127.0.0.1:9093"
+    sim_ports: tuple[int, ...] = ()  # the simulated vLLM servers' ports; empty: free ports
+    protocol: str = "grpc"  # how the simulated vLLM sends spans: grpc or http
+    export_delay: float = 2.0  # the simulated BatchSpanProcessor's schedule delay
+    rate_scale: float = 1.0
+
+
+def demo_settings(settings: Settings, instances: list[InstanceConfig]) -> Settings:
+    """The exporter's settings for the demo: loopback and a 2 s engine scrape unless set, the node's instances."""
+    update: dict[str, object] = {k: v for k, v in DEMO_DEFAULTS.items() if k not in settings.model_fields_set}
+    update.update(instances=instances, topology_mode="static")
+    return settings.model_copy(update=update)
+
+
+def _local(address: str) -> str:
+    host, port = parse_address(address)
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "::", "") else f"{host}:{port}"
+
+
+def check_ports(wanted: list[tuple[str, str]]) -> None:
+    """Raise DemoError naming every (address, what) that cannot be bound now."""
+    busy = []
+    for address, what in wanted:
+        host, port = parse_address(address)
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the real servers bind
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                busy.append(f"{address} ({what}): {exc.strerror}")
+    if busy:
+        raise DemoError(
+            "cannot listen on "
+            + "; ".join(busy)
+            + "\n  choose other addresses (llm-token-exporter demo --help lists the flags), or --no-prometheus"
+        )
+
+
+class Demo:
+    """Everything the demo started, so it can be stopped in reverse order."""
+
+    def __init__(self, settings: Settings, options: DemoOptions, out: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.console = Console(file=out, width=150 if not out.isatty() else None, highlight=False)
+        self.scenario = scenario(options.scenario, at=options.scenario_at)
+        self.prometheus = find_binary(PROMETHEUS) if options.prometheus else None
+        self.alertmanager = find_binary(ALERTMANAGER) if self.prometheus else None
+        self.settings_in = settings
+        self.exporter: Exporter | None = None
+        self.node: SimNode | None = None
+        self.stack: PromStack | None = None
+        self.workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.started: list[str] = []
+
+    def _wanted_ports(self, settings: Settings) -> list[tuple[str, str]]:
+        wanted = [(settings.web_listen_address, "exporter /metrics")]
+        if settings.otlp_grpc_listen_address:
+            wanted.append((settings.otlp_grpc_listen_address, "exporter OTLP/gRPC"))
+        if settings.otlp_http_listen_address:
+            wanted.append((settings.otlp_http_listen_address, "exporter OTLP/HTTP"))
+        wanted += [(f"127.0.0.1:{p}", "simulated vLLM /metrics") for p in self.options.sim_ports if p]
+        if self.prometheus:
+            wanted.append((self.options.prometheus_address, "Prometheus"))
+        if self.alertmanager:
+            wanted.append((self.options.alertmanager_address, "Alertmanager"))
+        return wanted
+
+    def _otlp_endpoint(self, settings: Settings) -> tuple[str, str]:
+        if self.options.protocol == "http":
+            if not settings.otlp_http_listen_address:
+                raise DemoError(
+                    "--sim.protocol http needs the exporter's OTLP/HTTP receiver (--otlp.http.listen-address)"
+                )
+            return "http", f"http://{_local(settings.otlp_http_listen_address)}/v1/traces"
+        if not settings.otlp_grpc_listen_address:
+            raise DemoError("--sim.protocol grpc needs the exporter's OTLP/gRPC receiver (--otlp.grpc.listen-address)")
+        return "grpc", _local(settings.otlp_grpc_listen_address)
+
+    async def start(self) -> None:
+        """Start everything; raises DemoError (after stopping what started) when something cannot."""
+        options = self.options
+        probe = demo_settings(self.settings_in, [])
+        check_ports(self._wanted_ports(probe))
+        protocol, endpoint = self._otlp_endpoint(probe)
+        spec = NodeSpec(rate_scale=options.rate_scale)
+        node_options = NodeOptions(
+            otlp_protocol=protocol,
+            otlp_endpoint=endpoint,
+            export_delay_s=options.export_delay,
+            metrics_ports=options.sim_ports,
+            seed=options.seed,
+        )
+        self.node = SimNode(spec, self.scenario, node_options)
+        try:
+            await self.node.serve_metrics()
+        except NodeStartError as exc:
+            raise DemoError(str(exc)) from exc
+        self.started.append(f"the simulated node ({len(self.node.instances)} vLLM instances, {spec.gpus} GPUs)")
+        instances = [InstanceConfig(**c) for c in self.node.instance_configs()]
+        settings = demo_settings(self.settings_in, instances)
+        self.exporter = Exporter(settings, nvml=self.node.nvml)
+        self.started.append("exporter")  # before start(): a half-started exporter is stopped too
+        try:
+            await self.exporter.start()
+        except StartupError as exc:
+            raise DemoError(str(exc)) from exc
+        await self.node.start()
+        if self.prometheus:
+            self.workdir = tempfile.TemporaryDirectory(prefix="llm-token-exporter-demo-")
+            self.stack = PromStack(
+                Path(self.workdir.name),
+                _local(settings.web_listen_address),
+                options.prometheus_address,
+                options.alertmanager_address,
+                scrape_interval_s=5.0,
+            )
+            try:
+                await self.stack.start(self.prometheus, self.alertmanager)
+            except StackError as exc:
+                raise DemoError(str(exc)) from exc
+
+    def banner(self) -> str:
+        """Where everything is."""
+        assert self.exporter is not None and self.node is not None
+        settings = self.exporter.settings
+        lines = [
+            f"demo: scenario {self.scenario.name}: {self.scenario.description}",
+            f"demo: exporter metrics at http://{_local(settings.web_listen_address)}/metrics",
+            f"demo: simulated node: {len(self.node.instances)} vLLM instances on {len(self.node.sim.gpus)} GPUs, "
+            f"{len(self.node.sim.spec.tenant_list())} tenants; spans over OTLP/{self.node.options.otlp_protocol} to "
+            f"{self.node.options.otlp_endpoint}",
+        ]
+        lines += [
+            f"demo:   {i.name} ({i.model.name}) /metrics at {self.node.metrics_url(i.index)}/metrics"
+            for i in self.node.instances
+        ]
+        if self.stack is not None:
+            for child in self.stack.children:
+                lines.append(f"demo: {child.name} (pid {child.process.pid}) at {child.url}")
+            rules = self.stack.rules
+            lines.append(f"demo: alert rules loaded: {', '.join(str(p) for p in rules) if rules else 'none yet'}")
+        elif not self.options.prometheus:
+            lines.append("demo: Prometheus not started (--no-prometheus)")
+        else:
+            lines.append(
+                "demo: Prometheus not found on the PATH: not started (apt install prometheus prometheus-alertmanager)"
+            )
+        lines.append(
+            "demo: Ctrl-C stops everything"
+            + (f"; stopping by itself after {self.options.duration:g} s" if self.options.duration else "")
+        )
+        return "\n".join(lines)
+
+    async def view(self, client: httpx.AsyncClient, window: Window, started: float) -> RenderableType:
+        """Scrape the exporter, ask Prometheus, and build the view."""
+        assert self.exporter is not None and self.node is not None
+        url = f"http://{_local(self.exporter.settings.web_listen_address)}/metrics"
+        with contextlib.suppress(httpx.HTTPError):
+            window.add(Scrape.parse((await client.get(url)).text, time.time()))
+        status = SloStatus()
+        if self.stack is not None:
+            burn, firing = await self.stack.status(client)
+            status = SloStatus(burn, firing)
+        truth = self.node.ledger.outcomes
+        sent = self.node.sender_stats()
+        footer = [
+            f"simulated truth: {truth['finished']} requests finished, {truth['span_lost']} spans lost by the "
+            f"scenario, {truth['aborted']} aborted; span exports: {sent.exported} spans delivered, "
+            f"{sent.failed} failed, {sent.dropped} dropped",
+        ]
+        elapsed = time.monotonic() - started
+        header = f"llm-token-exporter demo | scenario {self.scenario.name} | {elapsed:.0f} s | metrics {url}" + (
+            f" | Prometheus {self.stack.url('prometheus')}" if self.stack else ""
+        )
+        return render(header, window, status, footer)
+
+    async def stop(self) -> list[str]:
+        """Stop everything that started, newest first; returns what was stopped, in that order."""
+        stopped: list[str] = []
+        if self.stack is not None:
+            stopped += await self.stack.stop()
+        if self.workdir is not None:
+            self.workdir.cleanup()
+        if self.node is not None:
+            await self.node.stop()
+        if self.exporter is not None and "exporter" in self.started:
+            await self.exporter.stop()
+            stopped.append("the exporter")
+        stopped += [s for s in self.started if s != "exporter"]
+        return stopped
+
+
+def _route_logs(settings: Settings, console: Console) -> None:
+    """Fewer logs than `serve` (warnings up, unless --log.level says otherwise), and on a terminal through rich,
+    so they print above the live view instead of tearing it."""
+    root = logging.getLogger()
+    if "log_level" not in settings.model_fields_set:
+        root.setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per scrape of every simulated server
+    if console.is_terminal:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False))
+
+
+async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Run the demo until `options.duration` elapses or SIGINT/SIGTERM; 0 when it ran, 1 when it could not start."""
+    if options.duration < 0 or options.interval <= 0 or options.window <= 0:
+        print("llm-token-exporter demo: --duration must be >= 0, --interval and --window > 0", file=sys.stderr)
+        return 2
+    try:
+        demo = Demo(settings, options, out)
+    except ValueError as exc:
+        print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
+        return 2
+    _route_logs(settings, demo.console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        await demo.start()
+        print(demo.banner(), file=out, flush=True)
+        await _run_view(demo, stop)
+    except DemoError as exc:
+        print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        stopped = await demo.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if stopped:
+            print(f"demo: stopped {', '.join(stopped)}.", file=out, flush=True)
+    return code
+
+
+async def _run_view(demo: Demo, stop: asyncio.Event) -> None:
+    options = demo.options
+    window = Window(options.window)
+    started = time.monotonic()
+    deadline = started + options.duration if options.duration else None
+    # A terminal gets a live view redrawn in place; a pipe or file gets one view printed per interval.
+    live = demo.out.isatty()
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        first = await demo.view(client, window, started)
+        with Live(first, console=demo.console, auto_refresh=False) if live else contextlib.nullcontext() as display:
+            while not stop.is_set():
+                wait = options.interval if deadline is None else min(options.interval, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                renderable = await demo.view(client, window, started)
+                if display is not None:
+                    display.update(renderable, refresh=True)
+                else:
+                    demo.console.print(renderable)
+                    demo.out.flush()
