@@ -40,7 +40,7 @@ test: install-test lint
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 unit: $(VENV)/.test-deps
-	$(BIN)/pytest -ra -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -ra -m "not integration and not e2e" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_render.py

@@ -173,7 +173,7 @@ def readme(spec: AlertSpec, spec_name: str) -> str:
         "",
         "Check them with the real tools: `promtool check rules alerts/rules/*.yaml`, `promtool test rules "
         "alerts/tests/*.test.yaml` (run from anywhere: paths are relative to each test file), `amtool check-config "
-        "alerts/alertmanager.yaml`; `pytest tests/test_alerts_tools.py` runs them all, with route tests.",
+        "alerts/alertmanager.yaml`; `pytest tests/unit/alerts/test_tools.py` runs them all, with route tests.",
         "",
         *_slos(spec),
         *_tiers(spec),

@@ -20,13 +20,13 @@ from exporter.attribution.attributor import Amount
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.metrics import catalog
 from exporter.service.settings import load_settings
-from tests.integration import workload
 from tests.support.inproc import InProcessExporter
 from tests.support.procs import free_port, wait_for
 from tests.support.prom import by_label, total
-from tests.vllm.server import SERVED_NAME, VllmServer
+from tests.support.vllm import workload
+from tests.support.vllm.server import SERVED_NAME, VllmServer
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.vllm  # a real vLLM server (CPU build)
 
 IDLE_W, PER_REQUEST_W = 80.0, 60.0
 
@@ -132,7 +132,7 @@ def run() -> Iterator[Run]:
             "engine_scrape_interval_seconds": "1",
             "gpu_sample_interval_seconds": "0.25",
             # The counter every pass: this run checks the accounting against the true energy to 0.1 %, which the
-            # interpolation between reads (tests/unit/test_energy_interpolation.py, on a real H200 trace) is
+            # interpolation between reads (tests/unit/attribution/test_energy.py, on a real H200 trace) is
             # not meant to reach at a 0.25 s sampling interval, a quarter of NVML's 1 s power average.
             "gpu_energy_every_passes": "1",
             "gpu_retention_seconds": "300",

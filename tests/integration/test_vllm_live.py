@@ -19,12 +19,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from exporter.metrics import catalog
-from tests.integration import workload
 from tests.support.procs import ExporterProcess, free_port, wait_for
 from tests.support.prom import by_label, total
-from tests.vllm.server import SERVED_NAME, SERVICE_NAME, VllmServer
+from tests.support.vllm import workload
+from tests.support.vllm.server import SERVED_NAME, SERVICE_NAME, VllmServer
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.vllm  # a real vLLM server (CPU build)
 
 VLLM_TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
 VLLM_TTFT_SUM = "vllm:time_to_first_token_seconds_sum"

@@ -36,6 +36,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`llm-token-exporter ARGS...` to completion, its output captured."""
+    return subprocess.run([str(EXPORTER_BIN), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def http_ok(url: str) -> bool:
     """True if GET url answers 200."""
     try:

@@ -1,5 +1,5 @@
 """Overload and soak runs against a real exporter process: the harness behind benchmarks/bench_overload.py,
-benchmarks/bench_soak.py and tests/test_stress.py (which run them short).
+benchmarks/bench_soak.py and tests/e2e/test_stress.py (which run them short).
 
 overload  measures the exporter's capacity (4 exports in flight, as fast as answered), floods it at `factor`
           times that with many concurrent senders, then sends half its capacity: answer times, refusals (the

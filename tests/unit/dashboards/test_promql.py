@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import promql_parser
 import pytest
 import yaml
@@ -12,8 +10,8 @@ from exporter.dashboards import generate
 from exporter.dashboards.preview import concrete
 from exporter.dashboards.promql import BUILTIN, labels_of
 from exporter.metrics import catalog
+from tests.support.procs import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 QUERIES = [
     (f"{d['uid']}:{p['title']}:{t['refId']}", t["expr"])
     for d in generate.models().values()

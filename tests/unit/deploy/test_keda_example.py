@@ -4,13 +4,11 @@ uses returns the queue depth from a real Prometheus scraping a real exporter fed
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -134,15 +132,6 @@ class FakeVllm:
         self.thread.join(5)
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No LLM_TOKEN_EXPORTER_* variables from the caller's environment."""
-    for key in list(os.environ):
-        if key.startswith("LLM_TOKEN_EXPORTER_"):
-            monkeypatch.delenv(key)
-    yield
-
-
 def query(base: str, promql: str) -> list[Obj]:
     """An instant query's result vector."""
     response = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5)
@@ -154,7 +143,7 @@ def query(base: str, promql: str) -> list[Obj]:
     return result
 
 
-def test_trigger_query_returns_queue_depth_from_prometheus(scaled_object: Obj, clean_env: None) -> None:
+def test_trigger_query_returns_queue_depth_from_prometheus(scaled_object: Obj) -> None:
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.skip("prometheus is not installed (scripts/install-system-deps installs it)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ from exporter.attribution.stage import interpolate_energy
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.gpu.records import GpuSample
 from exporter.gpu.sampler import GpuSampler
+from tests.support.procs import REPO
 
 
 def sample(t: float, power: float | None, energy: float | None = None, up: bool = True) -> GpuSample:
@@ -28,7 +28,7 @@ STEP = [
     sample(4, 300),
     sample(5, 300, 900.0),
 ]
-TRACE = json.loads((Path(__file__).parent.parent / "data" / "nvml" / "h200-energy-trace.json").read_text())
+TRACE = json.loads((REPO / "tests" / "data" / "nvml" / "h200-energy-trace.json").read_text())
 
 
 def test_adjacent_readings_interpolate_linearly() -> None:

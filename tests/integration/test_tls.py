@@ -24,9 +24,8 @@ from exporter.service.tls import CertReloader, TlsFiles, server_context
 from tests.support.certs import CertAuthority, Issued, cert_pem, client_context, serial_of, write
 from tests.support.inproc import InProcessExporter
 from tests.support.otlp import request_of, sample_request_spans
-from tests.support.procs import free_port, wait_for
+from tests.support.procs import free_port, run_cli, wait_for
 from tests.support.prom import total
-from tests.test_cli import run
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -410,6 +409,6 @@ def test_good_tls_settings_load(files: dict[str, str]) -> None:
 
 
 def test_the_cli_refuses_a_certificate_without_its_key(files: dict[str, str]) -> None:
-    result = run("serve", "--web.tls-cert-file", files["cert"], "--web.listen-address", f"127.0.0.1:{free_port()}")
+    result = run_cli("serve", "--web.tls-cert-file", files["cert"], "--web.listen-address", f"127.0.0.1:{free_port()}")
     assert result.returncode == 2
     assert "web_tls_cert_file" in result.stderr and "web_tls_key_file" in result.stderr

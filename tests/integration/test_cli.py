@@ -15,18 +15,14 @@ import httpx
 import pytest
 
 from exporter.service.settings import Settings, flag_of
-from tests.support.procs import EXPORTER_BIN, free_port, wait_for
+from tests.support.procs import EXPORTER_BIN, free_port, run_cli, wait_for
 from tests.support.prom import total
 
 
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXPORTER_BIN), *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
 def test_help_explains_commands_and_every_setting() -> None:
-    top = run("--help")
+    top = run_cli("--help")
     assert top.returncode == 0 and all(c in top.stdout for c in ("serve", "demo", "loadgen"))
-    serve = run("serve", "--help")
+    serve = run_cli("serve", "--help")
     assert serve.returncode == 0
     for name, info in Settings.model_fields.items():
         assert flag_of(name) in serve.stdout, name
@@ -35,12 +31,12 @@ def test_help_explains_commands_and_every_setting() -> None:
 
 
 def test_no_command_prints_help_and_fails() -> None:
-    result = run()
+    result = run_cli()
     assert result.returncode == 2 and "usage:" in result.stdout
 
 
 def test_bad_settings_exit_non_zero_naming_each() -> None:
-    result = run("serve", "--tenant.cap", "zero", "--buckets.ttft", "1,0.5", "--web.listen-address", "nowhere")
+    result = run_cli("serve", "--tenant.cap", "zero", "--buckets.ttft", "1,0.5", "--web.listen-address", "nowhere")
     assert result.returncode == 2
     for needle in ("tenant_cap", "--tenant.cap", "buckets_ttft", "web_listen_address"):
         assert needle in result.stderr, needle
@@ -51,7 +47,7 @@ def test_busy_port_is_reported_and_exits_non_zero() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run(
+        result = run_cli(
             "serve",
             "--web.listen-address",
             f"127.0.0.1:{free_port()}",
@@ -177,5 +173,5 @@ def test_demo_refuses_busy_ports_and_bad_flags() -> None:
         (["--duration", "-1"], "must be >= 0"),
         (["--sim.metrics-ports", "1,x"], "expected PORT,PORT"),
     ):
-        result = run("demo", *bad)
+        result = run_cli("demo", *bad)
         assert result.returncode == 2 and message in result.stderr, (bad, result.stderr)

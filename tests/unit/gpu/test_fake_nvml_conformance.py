@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from exporter.gpu.nvml_probe import differences, fake_probe
+from tests.support.procs import REPO
 
-RECORDINGS = sorted((Path(__file__).parent.parent / "data" / "nvml").glob("probe-*.json"))
+RECORDINGS = sorted((REPO / "tests" / "data" / "nvml").glob("probe-*.json"))
 
 
 def test_there_is_a_recording_of_a_real_gpu() -> None:

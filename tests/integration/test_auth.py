@@ -12,9 +12,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from exporter.metrics import catalog
 from tests.support.otlp import request_of, sample_request_spans
-from tests.support.procs import ExporterProcess, free_port
+from tests.support.procs import ExporterProcess, free_port, run_cli
 from tests.support.prom import total
-from tests.test_cli import run
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -68,6 +67,8 @@ def test_tokens_are_required_counted_and_rotated(tmp_path: Path) -> None:
 
 def test_an_unreadable_token_file_stops_the_start_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    result = run("serve", "--otlp.bearer-token-file", str(missing), "--web.listen-address", f"127.0.0.1:{free_port()}")
+    result = run_cli(
+        "serve", "--otlp.bearer-token-file", str(missing), "--web.listen-address", f"127.0.0.1:{free_port()}"
+    )
     assert result.returncode == 2
     assert "otlp_bearer_token_file" in result.stderr and str(missing) in result.stderr

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.vllm.server import SERVED_NAME
+from tests.support.vllm.server import SERVED_NAME
 
 _SRC = Path(sysconfig.get_paths()["stdlib"], "textwrap.py").read_text()
 LONG_PREFIX = _SRC[:4000]

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
 import yaml
 from aiohttp import web
 
@@ -49,8 +48,6 @@ from exporter.sim.scenarios import scenario
 from exporter.sim.spec import LLAMA_8B, NodeSpec
 from exporter.sim.workload import LengthDist, Tenant
 from tests.support.procs import free_port
-
-pytestmark = pytest.mark.integration  # about three minutes
 
 T = TypeVar("T")
 Note = tuple[float, dict[str, Any]]  # (arrival unix time, webhook body)

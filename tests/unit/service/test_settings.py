@@ -10,15 +10,6 @@ from exporter.metrics import catalog
 from exporter.service.settings import ConfigError, Settings, env_of, flag_of, load_settings
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("LLM_TOKEN_EXPORTER_"):
-            monkeypatch.delenv(key)
-
-
 def test_defaults() -> None:
     s = load_settings()
     assert (s.web_listen_address, s.otlp_grpc_listen_address, s.otlp_http_listen_address) == (

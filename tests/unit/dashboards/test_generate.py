@@ -6,8 +6,8 @@ from pathlib import Path
 
 from exporter.cli import main
 from exporter.dashboards import generate
+from tests.support.procs import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "dashboards"
 CHART = REPO / "deploy/helm/llm-token-exporter/files/dashboards"
 
