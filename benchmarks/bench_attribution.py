@@ -7,8 +7,8 @@ import random
 import time
 import tracemalloc
 
-from exporter.attribution.attributor import Attributor, InstanceInputs, Pricing, request_window, throttled
-from exporter.attribution.stage import interpolate_energy
+from exporter.attribution.attributor import Attributor, InstanceInputs, Pricing, throttled
+from exporter.attribution.energy import interpolate_energy
 from exporter.engine.state import CounterPoint
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.gpu.sampler import GpuSampler
@@ -87,7 +87,7 @@ def main() -> None:
         )
     started = time.perf_counter()
     for instance, span in spans:
-        start, stop = request_window(span)
+        start, stop = span.window
         gpu = uuids[int(instance[1:])]
         throttled([s.clock_event_reasons for s in sampler.samples_between(gpu, start - 1, stop + 1)])
         attributor.submit(instance, span, "t")

@@ -1,6 +1,6 @@
 """Attribution: who used the GPU. Splits each vLLM instance's GPU time, energy and cost over its requests. Pure.
 
-Method (DESIGN.md section 5, adapted). An instance's accounting intervals are bounded by two scrapes of its
+Method (docs/design.md §5). An instance's accounting intervals are bounded by two scrapes of its
 vLLM /metrics: the engine's own token counters give the interval's total work W (prefill tokens x a weight +
 generated tokens), and the GPU energy counters (interpolated from the 1 Hz NVML samples at the interval's
 ends) its measured energy; GPU-seconds are |GPUs| x the interval's length, cost their price plus energy's.
@@ -125,12 +125,6 @@ def request_work(span: RequestSpan, start: float, end: float, prefill_weight: fl
     elif start < first_token <= end:
         out["decode"] = float(span.completion_tokens)
     return out
-
-
-def request_window(span: RequestSpan) -> tuple[float, float]:
-    """When the request occupied the engine: from the start of its prefill to its last token (unix seconds)."""
-    first_token = span.start_time_ns / 1e9 + span.ttft_s
-    return first_token - span.prefill_s, first_token + span.decode_s
 
 
 class Attributor:
@@ -279,7 +273,7 @@ class Attributor:
         charges: list[Charge] = []
         waiting: list[tuple[str, RequestSpan, str]] = []
         for instance, span, tenant in self.pending:
-            if request_window(span)[1] < now - self.retention_s:
+            if span.window[1] < now - self.retention_s:
                 self.spans["late"] += 1
                 continue
             ring = self.intervals.get(instance)
@@ -287,7 +281,7 @@ class Attributor:
             if ring is None or closed_until is None:
                 waiting.append((instance, span, tenant))
                 continue
-            start, end = request_window(span)
+            start, end = span.window
             if end > closed_until:
                 waiting.append((instance, span, tenant))
                 continue
@@ -298,7 +292,7 @@ class Attributor:
     def _charge(self, ring: deque[Interval], span: RequestSpan, tenant: str, window_start: float) -> Charge:
         by_phase = {phase: Amount() for phase in PHASES}
         complete = not ring or ring[0].start <= window_start
-        _, window_end = request_window(span)
+        _, window_end = span.window
         first = bisect.bisect_left(ring, window_start, key=lambda i: i.end)  # skip the older intervals
         for index in range(first, len(ring)):
             interval = ring[index]
@@ -337,17 +331,6 @@ class Attributor:
                 if gpu in interval.per_gpu:
                     out.add(interval.per_gpu[gpu], interval.remaining)
         return out
-
-
-def kv_token_seconds(span: RequestSpan) -> dict[str, float]:
-    """The integral of the request's resident KV tokens, by phase: the memory bill of long context.
-
-    During prefill its KV grows from 0 to the prompt (linearly, as chunks are computed); during decode from the
-    prompt to prompt + output."""
-    return {
-        "prefill": span.prompt_tokens * span.prefill_s / 2.0,
-        "decode": (span.prompt_tokens + span.completion_tokens / 2.0) * span.decode_s,
-    }
 
 
 def throttled(samples: Sequence[Iterable[str] | None]) -> str:

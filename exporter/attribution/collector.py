@@ -9,20 +9,14 @@ from prometheus_client.registry import Collector
 
 from exporter.attribution.stage import AttributionStage
 from exporter.metrics import catalog
-from exporter.requests.collector import counter, gauge
-from exporter.requests.pipeline import SpanPipeline
+from exporter.metrics.families import counter, gauge
 
 
 class AttributionCollector(Collector):
-    """Reads the Attributor under the pipeline's lock (its worker thread writes it)."""
+    """Reads the Attributor under the stage's lock (the pipeline's worker thread writes it)."""
 
-    def __init__(self, pipeline: SpanPipeline, stage: AttributionStage) -> None:
-        self.pipeline = pipeline
+    def __init__(self, stage: AttributionStage) -> None:
         self.stage = stage
-
-    def describe(self) -> list[Metric]:
-        """Nothing up front."""
-        return []
 
     def collect(self) -> Iterator[Metric]:
         """Every attribution family."""
@@ -36,10 +30,10 @@ class AttributionCollector(Collector):
         pending, outcomes = gauge(catalog.PENDING_ENERGY), counter(catalog.ATTRIBUTION_SPANS)
         forwarded = counter(catalog.FORWARDED_SPANS)
         if self.stage.forwarder is not None:
-            for outcome, count in sorted(self.stage.forwarder.stats.items()):
+            for outcome, count in sorted(self.stage.forwarder.counts().items()):
                 forwarded.add_metric([outcome], count)
         a = self.stage.attributor
-        with self.pipeline.lock:
+        with self.stage.lock:
             for (model, tenant, phase), amount in sorted(a.attributed.items()):
                 seconds.add_metric([model, tenant, phase], amount.gpu_seconds)
                 joules.add_metric([model, tenant, phase], amount.joules)

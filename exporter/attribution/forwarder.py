@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 AttributeValue = str | int | float | bool | tuple[str, ...]
 SCOPE = InstrumentationScope("llm-token-exporter", __version__)
+QUEUE_SPANS = 2048  # like the OpenTelemetry SDK's BatchSpanProcessor
 
 
 def enriched(span: RequestSpan, tenant: str, extra: Mapping[str, AttributeValue]) -> ReadableSpan:
@@ -67,7 +68,7 @@ def enriched(span: RequestSpan, tenant: str, extra: Mapping[str, AttributeValue]
 class SpanForwarder:
     """Bounded queue + one worker thread exporting batches; `offer` never blocks."""
 
-    def __init__(self, exporter: SpanExporter, queue_spans: int = 2048, batch_spans: int = 512) -> None:
+    def __init__(self, exporter: SpanExporter, queue_spans: int = QUEUE_SPANS, batch_spans: int = 512) -> None:
         self.exporter = exporter
         self.queue_spans = queue_spans
         self.batch_spans = batch_spans
@@ -75,18 +76,23 @@ class SpanForwarder:
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
-        self.stats: Counter[str] = Counter()  # sent, dropped_queue_full, dropped_export_failed
+        self._counts: Counter[str] = Counter()  # sent, dropped_queue_full, dropped_export_failed (under _cond)
         self._logged_failure = False
 
     def offer(self, span: RequestSpan, tenant: str, extra: Mapping[str, AttributeValue]) -> None:
         """Queue a span for forwarding, or drop and count it when the queue is full."""
         with self._cond:
             if len(self._queue) >= self.queue_spans:
-                self.stats["dropped_queue_full"] += 1
+                self._counts["dropped_queue_full"] += 1
                 return
             self._queue.append((span, tenant, extra))
             if len(self._queue) >= self.batch_spans:
                 self._cond.notify()
+
+    def counts(self) -> dict[str, int]:
+        """Spans by outcome so far: sent, dropped_queue_full, dropped_export_failed."""
+        with self._cond:
+            return dict(self._counts)
 
     def start(self) -> None:
         """Start the worker."""
@@ -108,10 +114,10 @@ class SpanForwarder:
             log.debug("span forwarding raised: %s", exc)
         with self._cond:
             if result is SpanExportResult.SUCCESS:
-                self.stats["sent"] += len(batch)
+                self._counts["sent"] += len(batch)
                 self._logged_failure = False
                 return
-            self.stats["dropped_export_failed"] += len(batch)
+            self._counts["dropped_export_failed"] += len(batch)
             first = not self._logged_failure
             self._logged_failure = True
         if first:

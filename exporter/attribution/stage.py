@@ -1,100 +1,76 @@
-"""Feeds the pure Attributor from the live sources: topology, engine counter history and GPU samples."""
+"""Feeds the pure Attributor from the live sources: topology, engine counter history and GPU samples.
+
+Runs in the span pipeline's worker thread, under a lock of its own (the collector reads the totals at scrape
+time), never under the pipeline's: a `/metrics` render of the request histograms never waits on a tick.
+"""
 
 from __future__ import annotations
 
-import itertools
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from exporter.attribution.attributor import (
-    Attributor,
-    Charge,
-    InstanceInputs,
-    Pricing,
-    kv_token_seconds,
-    request_window,
-    throttled,
-)
+from exporter.attribution.attributor import Attributor, Charge, InstanceInputs, Pricing, throttled
+from exporter.attribution.energy import interpolate_energy
 from exporter.attribution.forwarder import AttributeValue, SpanForwarder
-from exporter.engine.scraper import EngineScraper
 from exporter.engine.state import CounterPoint
-from exporter.gpu.records import GpuSample
 from exporter.gpu.sampler import GpuSampler
 from exporter.requests.records import RequestSpan
-from exporter.service.settings import Settings
 from exporter.topology.model import TopologySource
 
+# Rough on-demand cloud prices in 2026 ($ per GPU-hour); a placeholder for users' own rates.
+DEFAULT_GPU_PRICES = {"B200": 6.0, "H200": 4.0, "H100": 3.0, "A100": 1.8, "L40S": 1.2, "A10": 1.0, "L4": 0.8}
+TICK_EVERY_S = 1.0  # intervals close at scrape resolution (seconds apart): more often would only cost CPU
 
-def interpolate_energy(samples: list[GpuSample], t: float) -> float | None:
-    """Energy at `t` from the counter readings around it; None unless every sample between them is up.
 
-    Adjacent readings: linear in time. Readings further apart (the counter is read every Nth pass): the
-    counter's delta is spread over the sampling steps between them by power, linear within a step. NVML's power
-    reading is the mean over the last second (Ampere and later but GA100; seen on an H200), so a step [a, b]
-    weighs power(b) x (b - a): on a recorded H200 trace this put the energy between reads 5 s apart within
-    ~1.4 J (0.1 % of the window) where a linear spread was off by ~260 J and trapezoids by ~100 J.
-    """
-    before = after = None
-    between: list[GpuSample] = []
-    for sample in samples:
-        if sample.timestamp <= t:
-            if sample.energy_joules is not None or not sample.up:
-                before, between = sample, []
-            else:
-                between.append(sample)
-        else:
-            if sample.energy_joules is not None or not sample.up:
-                after = sample
-                break
-            between.append(sample)
-    if before is None or before.energy_joules is None or not before.up:
-        return None
-    if before.timestamp == t:
-        return before.energy_joules
-    if after is None or after.energy_joules is None or not after.up:
-        return None
-    delta = after.energy_joules - before.energy_joules
-    steps = list(itertools.pairwise([before, *between, after]))
-    weights = [b.power_watts * (b.timestamp - a.timestamp) if b.power_watts is not None else None for a, b in steps]
-    total = sum(w or 0.0 for w in weights)
-    if len(steps) == 1 or None in weights or total <= 0:
-        return before.energy_joules + delta * (t - before.timestamp) / (after.timestamp - before.timestamp)
-    done = 0.0
-    for (a, b), weight in zip(steps, weights, strict=True):
-        if t < b.timestamp:
-            done += (weight or 0.0) * (t - a.timestamp) / (b.timestamp - a.timestamp)
-            break
-        done += weight or 0.0
-    return before.energy_joules + delta * done / total
+class EngineHistory(Protocol):
+    """The engine scraper's face for attribution: each instance's token counters at each scrape."""
+
+    def counter_points(self, instance: str) -> tuple[CounterPoint, ...]:
+        """An instance's monotonic token counters at each remembered scrape."""
+        ...
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    """Prices, the prefill weight and how long GPU samples and intervals are kept."""
+
+    gpu_price_per_hour: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
+    gpu_price_default_per_hour: float = 2.0
+    energy_price_per_kwh: float = 0.0
+    prefill_weight: float = 1.0
+    retention_s: float = 900.0
 
 
 class AttributionStage:
-    """Runs in the span pipeline's worker (under its lock): classifies requests, closes intervals, charges."""
+    """Classifies requests, closes intervals and charges; called by the pipeline's worker, read by the collector."""
 
     def __init__(
         self,
-        settings: Settings,
+        options: AttributionOptions,
         topology: TopologySource,
-        scraper: EngineScraper,
+        engine: EngineHistory,
         gpus: GpuSampler,
         clock: Callable[[], float] = time.time,
         forwarder: SpanForwarder | None = None,
     ) -> None:
         self.topology = topology
-        self.scraper = scraper
+        self.engine = engine
         self.gpus = gpus
         self.clock = clock
-        self.sample_interval_s = settings.gpu_sample_interval_seconds
+        self.lock = threading.Lock()  # guards the attributor and the held GPU states
         pricing = Pricing(
-            dict(settings.gpu_price_per_hour), settings.gpu_price_default_per_hour, settings.energy_price_per_kwh
+            dict(options.gpu_price_per_hour), options.gpu_price_default_per_hour, options.energy_price_per_kwh
         )
-        self.attributor = Attributor(
-            pricing, self._product, settings.attribution_prefill_weight, settings.gpu_retention_seconds
-        )
+        self.attributor = Attributor(pricing, self._product, options.prefill_weight, options.retention_s)
         self._last_tick = 0.0
         self.forwarder = forwarder
-        # span key -> GPU state attributes read at submit time, for forwarding at charge time
-        self._held: dict[bytes, dict[str, AttributeValue]] = {}
+        # span key -> GPU state attributes read at submit time, for forwarding at charge time; oldest first, so a
+        # request that is never charged (late, or its intervals expired) is evicted rather than kept forever
+        self._held: OrderedDict[bytes, dict[str, AttributeValue]] = OrderedDict()
 
     def _product(self, uuid: str) -> str:
         for identity in self.gpus.identities:
@@ -120,11 +96,12 @@ class AttributionStage:
 
     def throttled(self, span: RequestSpan) -> str:
         """Whether a GPU of the request's instance was throttled while it ran ("unknown" without data)."""
-        start, end = request_window(span)
+        start, end = span.window
+        margin = self.gpus.interval_s
         reasons = [
             sample.clock_event_reasons
             for gpu in self.gpus_of(span.instance)
-            for sample in self.gpus.samples_between(gpu, start - self.sample_interval_s, end + self.sample_interval_s)
+            for sample in self.gpus.samples_between(gpu, start - margin, end + margin)
             if sample.up
         ]
         return throttled(reasons)
@@ -132,7 +109,7 @@ class AttributionStage:
     def gpu_state(self, span: RequestSpan, gpus: tuple[str, ...]) -> dict[str, AttributeValue]:
         """What the request's GPUs did while it ran: peak memory used, and mean memory-busy share and DRAM
         bandwidth utilisation during its decode (attributes for the enriched span; absent without data)."""
-        start, end = request_window(span)
+        start, end = span.window
         first_token = end - span.decode_s
         samples = [s for gpu in gpus for s in self.gpus.samples_between(gpu, start, end) if s.up]
         out: dict[str, AttributeValue] = {}
@@ -151,22 +128,27 @@ class AttributionStage:
 
     def forget(self, series: list[tuple[str, str]]) -> None:
         """Drop the attributed totals of (model, tenant) series that went idle."""
-        self.attributor.forget(set(series))
+        with self.lock:
+            self.attributor.forget(set(series))
 
     def submit(self, span: RequestSpan, tenant: str, throttled: str) -> None:
         """Queue a request for charging; forward it at once if it cannot be charged."""
         gpus = self.gpus_of(span.instance) if self.gpus.enabled else ()
-        if self.forwarder is not None:
-            # Read the GPU state now: the samples of its window are in the rings already.
-            self._held[span.key] = {"llm.gpu.throttled": throttled, **self.gpu_state(span, gpus)}
-        if self.gpus.enabled and self.attributor.submit(span.instance, span, tenant, has_gpus=bool(gpus)):
-            return
-        self._forward(span, tenant, gpus, None)
+        # Read the GPU state now, outside the lock: the samples of its window are in the rings already.
+        state = {"llm.gpu.throttled": throttled, **self.gpu_state(span, gpus)} if self.forwarder is not None else None
+        with self.lock:
+            if state is not None:
+                self._held[span.key] = state
+                if len(self._held) > 2 * self.attributor.max_pending:
+                    self._held.popitem(last=False)
+            if self.gpus.enabled and self.attributor.submit(span.instance, span, tenant, has_gpus=bool(gpus)):
+                return
+            self._forward(span, tenant, gpus, None)
 
     def _forward(self, span: RequestSpan, tenant: str, gpus: tuple[str, ...], charge: Charge | None) -> None:
         if self.forwarder is None:
             return
-        kv = kv_token_seconds(span)
+        kv = span.kv_token_seconds()
         extra: dict[str, AttributeValue] = {
             "llm.gpu.uuids": gpus,
             "llm.kv.token_seconds": kv["prefill"] + kv["decode"],
@@ -178,36 +160,17 @@ class AttributionStage:
             extra["llm.cost.usd"] = sum(a.usd for a in charge.by_phase.values())
         self.forwarder.offer(span, tenant, extra)
 
-    def _points(self, instance: str) -> tuple[CounterPoint, ...]:
-        with self.scraper.lock:
-            state = self.scraper.tracker.instances.get(instance)
-            if state is None:
-                return ()
-            histories = [list(h) for h in state.history.values()]
-        if len(histories) == 1:
-            return tuple(histories[0])
-        merged: dict[float, CounterPoint] = {}  # several served models: points of one scrape share its time
-        for history in histories:
-            for p in history:
-                prior = merged.get(p.timestamp_s)
-                merged[p.timestamp_s] = (
-                    p
-                    if prior is None
-                    else CounterPoint(
-                        p.timestamp_s,
-                        prior.prompt_tokens + p.prompt_tokens,
-                        prior.generation_tokens + p.generation_tokens,
-                    )
-                )
-        return tuple(merged[t] for t in sorted(merged))
-
     def tick(self, force: bool = False) -> None:
         """Close intervals, count unassigned GPUs as idle, charge ready requests, expire old intervals."""
         now = self.clock()
-        if not self.gpus.enabled or (not force and now - self._last_tick < 1.0):
+        if not self.gpus.enabled or (not force and now - self._last_tick < TICK_EVERY_S):
             return
         self._last_tick = now
-        window = (self.gpus.energy_every + 2) * self.sample_interval_s  # reaches the counter reads around t
+        with self.lock:
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        window = (self.gpus.energy_every + 2) * self.gpus.interval_s  # reaches the counter reads around t
 
         def energy_at(gpu: str, t: float) -> float | None:
             return interpolate_energy(self.gpus.samples_between(gpu, t - window, t + window), t)
@@ -219,7 +182,7 @@ class AttributionStage:
         for instance in self.topology.current().instances:
             uuids = self._uuids(instance.gpus)
             assigned.update(uuids)
-            points = self._points(instance.id)
+            points = self.engine.counter_points(instance.id)
             oldest = [self.gpus.oldest(g) for g in uuids]
             since = max((s.timestamp for s in oldest if s is not None), default=None)
             if since is not None:
@@ -237,5 +200,3 @@ class AttributionStage:
         for charge in self.attributor.charge_ready(now):
             self._forward(charge.span, charge.tenant, self.gpus_of(charge.span.instance), charge)
         self.attributor.expire(now)
-        if len(self._held) > 2 * self.attributor.max_pending:  # late or dropped requests are never charged
-            self._held.clear()

@@ -9,7 +9,7 @@ from prometheus_client.registry import Collector
 
 from exporter.engine.scraper import EngineScraper
 from exporter.metrics import catalog
-from exporter.requests.collector import counter, gauge
+from exporter.metrics.families import counter, gauge
 from exporter.requests.records import UNKNOWN
 
 _COUNTERS = {
@@ -26,10 +26,6 @@ class EngineCollector(Collector):
 
     def __init__(self, scraper: EngineScraper) -> None:
         self.scraper = scraper
-
-    def describe(self) -> list[Metric]:
-        """Nothing up front."""
-        return []
 
     def collect(self) -> Iterator[Metric]:
         """Build every engine family from a consistent view of the tracker."""
@@ -53,9 +49,9 @@ class EngineCollector(Collector):
         finished = counter(catalog.ENGINE_FINISHED)
         rejected = counter(catalog.ENGINE_ADMISSION_REJECTIONS)
         http = counter(catalog.ENGINE_HTTP_RESPONSES)
-        with self.scraper.lock:
-            for name, state in sorted(self.scraper.tracker.instances.items()):
-                known = sorted(state.last_reading.models) if state.last_reading else []
+        with self.scraper.reading() as instances:
+            for name, state in sorted(instances.items()):
+                known = list(state.served_models)
                 for model in known or [UNKNOWN]:
                     up.add_metric([name, state.label_of(model)], 1.0 if state.up else 0.0)
                 restarts.add_metric([name], state.restarts)

@@ -7,17 +7,19 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from exporter.engine.parse import EngineParseError, parse
-from exporter.engine.state import EngineTracker
+from exporter.engine.state import CounterPoint, EngineTracker, InstanceState
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+INTERVAL_S = 5.0
+TIMEOUT_S = 2.0
 FORGET_AFTER_S = 300.0  # how long an instance that left the topology keeps its series (as down)
 
 
@@ -42,8 +44,8 @@ class EngineScraper:
     def __init__(
         self,
         targets: Callable[[], Sequence[ScrapeTarget]],
-        interval_s: float,
-        timeout_s: float,
+        interval_s: float = INTERVAL_S,
+        timeout_s: float = TIMEOUT_S,
         tracker: EngineTracker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
@@ -54,11 +56,29 @@ class EngineScraper:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.tracker = tracker or EngineTracker(history_len=max(16, int(900 / interval_s)))
-        self.lock = threading.Lock()  # the collector reads the tracker from another thread
+        self.lock = threading.Lock()  # scrapes write the tracker; the collector and attribution read it elsewhere
         self.clock = clock
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout_s, follow_redirects=False)
         self._task: asyncio.Task[None] | None = None
         self._logged_down: set[str] = set()
+
+    def served_models(self, instance: str) -> tuple[str, ...]:
+        """The models an instance's last good scrape reported (empty before one)."""
+        with self.lock:
+            state = self.tracker.instances.get(instance)
+            return state.served_models if state is not None else ()
+
+    def counter_points(self, instance: str) -> tuple[CounterPoint, ...]:
+        """An instance's monotonic token counters at each remembered scrape (for attribution)."""
+        with self.lock:
+            state = self.tracker.instances.get(instance)
+            return state.counter_points() if state is not None else ()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Mapping[str, InstanceState]]:
+        """Every instance's state, held still while the caller reads it (the collector, at scrape time)."""
+        with self.lock:
+            yield self.tracker.instances
 
     async def scrape_once(self) -> None:
         """Scrape every current target once, concurrently."""
@@ -111,7 +131,7 @@ class EngineScraper:
 
     def _failed(self, target: ScrapeTarget, reason: str, message: str) -> None:
         with self.lock:
-            self.tracker.failure(target.name, reason, message, target.model)
+            self.tracker.failure(target.name, reason, target.model)
         if target.name not in self._logged_down:  # one line per outage, not per scrape
             self._logged_down.add(target.name)
             log.warning("vLLM %s (%s) scrape failed (%s): %s", target.name, target.metrics_url, reason, message)

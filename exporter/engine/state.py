@@ -30,12 +30,10 @@ class InstanceState:
     up: bool = False
     scrapes: int = 0
     last_reading: EngineReading | None = None
-    last_success_s: float | None = None
     process_start_s: float | None = None
     restarts: int = 0
     time_to_ready_s: float | None = None
     errors: Counter[str] = field(default_factory=Counter)
-    last_error: str = ""
     totals: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, counter) -> monotonic value
     finished: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
     _raw: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -50,6 +48,31 @@ class InstanceState:
     def label_of(self, model: str) -> str:
         """The model label: the configured one wins over the served name vLLM reports."""
         return self.configured_model or model
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """The model names its last good scrape reported, sorted (kept while it is down)."""
+        return tuple(sorted(self.last_reading.models)) if self.last_reading is not None else ()
+
+    def counter_points(self) -> tuple[CounterPoint, ...]:
+        """Its token counters at each remembered scrape, summed over the models it serves (one scrape, one time)."""
+        histories = list(self.history.values())
+        if len(histories) == 1:
+            return tuple(histories[0])
+        merged: dict[float, CounterPoint] = {}
+        for history in histories:
+            for p in history:
+                prior = merged.get(p.timestamp_s)
+                merged[p.timestamp_s] = (
+                    p
+                    if prior is None
+                    else CounterPoint(
+                        p.timestamp_s,
+                        prior.prompt_tokens + p.prompt_tokens,
+                        prior.generation_tokens + p.generation_tokens,
+                    )
+                )
+        return tuple(merged[t] for t in sorted(merged))
 
     @property
     def models(self) -> list[ModelReading]:
@@ -142,14 +165,12 @@ class EngineTracker:
             _advance(state._raw_http, state.http_responses, ("", status), value, restarted)
         state.process_start_s = reading.process_start_time_s
         state.last_reading = reading
-        state.last_success_s = now
         state.up = True
         state.scrapes += 1
 
-    def failure(self, name: str, reason: str, message: str, configured_model: str | None = None) -> None:
-        """Record a failed scrape: the instance is down and its gauges are no longer served."""
+    def failure(self, name: str, reason: str, configured_model: str | None = None) -> None:
+        """Record a failed scrape: the instance is down and its gauges are no longer served (the scraper logs why)."""
         state = self.instance(name, configured_model)
         state.up = False
         state.errors[reason] += 1
-        state.last_error = message
         state.scrapes += 1

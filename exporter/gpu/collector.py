@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 from exporter.gpu.records import CLOCK_EVENT_REASON_NAMES, GpuSample, GpuSnapshot
 from exporter.gpu.sampler import GpuSampler
 from exporter.metrics import catalog
-from exporter.requests.collector import counter, gauge
+from exporter.metrics.families import counter, gauge
 
 # Gauges read straight off a sample: (catalog entry, field getter). None values make no series.
 _SAMPLE_GAUGES: tuple[tuple[catalog.MetricSpec, Callable[[GpuSample], float | None]], ...] = (
@@ -33,10 +33,6 @@ class GpuCollector(Collector):
 
     def __init__(self, sampler: GpuSampler) -> None:
         self.sampler = sampler
-
-    def describe(self) -> list[Metric]:
-        """Nothing to describe up front (avoids a collect() at registration)."""
-        return []
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from one snapshot (the sampler's lock is held only while copying)."""

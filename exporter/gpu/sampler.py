@@ -15,18 +15,19 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exporter.gpu.device import GpuDevice, GpuDown, NvmlErrors, error_reason, text
 from exporter.gpu.events import XidWatcher
 from exporter.gpu.records import GpuIdentity, GpuSample, GpuSnapshot, GpuView
 
-if TYPE_CHECKING:
-    from exporter.service.settings import Settings
-
 log = logging.getLogger("exporter.gpu")
 
 DEFAULT_RETRY_DOWN_S = 30.0  # a lost GPU's calls can block for seconds: don't hammer it every interval
+INTERVAL_S = 1.0
+RETENTION_S = 900.0  # long requests plus the span delay, for attribution
+# One energy read busy-waits ~3 ms of CPU (H200, driver 580); between reads attribution spreads the delta by power.
+ENERGY_EVERY_PASSES = 10
 
 
 def _import_pynvml() -> Any:
@@ -40,15 +41,15 @@ class GpuSampler:
 
     def __init__(
         self,
-        interval_s: float = 1.0,
-        retention_s: float = 900.0,
+        interval_s: float = INTERVAL_S,
+        retention_s: float = RETENTION_S,
         *,
         nvml: Any = None,
         clock: Callable[[], float] = time.time,
         enabled: bool = True,
         retry_down_s: float = DEFAULT_RETRY_DOWN_S,
         xid_events: bool = True,
-        energy_every: int = 1,
+        energy_every: int = ENERGY_EVERY_PASSES,
     ) -> None:
         self.interval_s = interval_s
         self.energy_every = energy_every
@@ -64,7 +65,6 @@ class GpuSampler:
         self._devices: list[GpuDevice] = []
         self._retry_at: dict[str, float] = {}  # uuid -> when to try a down GPU again (sampler thread only)
         self._xid: XidWatcher | None = None
-        self._errors: NvmlErrors | None = None
         self.lock = threading.Lock()  # guards everything below: sampler thread writes, scrapes/attribution read
         self._rings: dict[str, deque[GpuSample]] = {}
         self._energy: dict[str, float] = {}
@@ -72,17 +72,6 @@ class GpuSampler:
         self._last_pass_s: float | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> GpuSampler:
-        """A sampler configured from the exporter's settings (`gpu_*`)."""
-        return cls(
-            settings.gpu_sample_interval_seconds,
-            settings.gpu_retention_seconds,
-            enabled=settings.gpu_enabled,
-            energy_every=settings.gpu_energy_every_passes,
-            **kwargs,
-        )
 
     @property
     def enabled(self) -> bool:
@@ -109,7 +98,7 @@ class GpuSampler:
             except Exception as exc:
                 log.warning("GPU metrics off: nvidia-ml-py (pynvml) cannot be imported (%s); all else works", exc)
                 return False
-        errors = self._errors = NvmlErrors(nvml)
+        errors = NvmlErrors(nvml)
         try:
             nvml.nvmlInit()
         except errors.library_missing as exc:

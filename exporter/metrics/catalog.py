@@ -166,6 +166,15 @@ TOKENS = MetricSpec(
 )
 
 LATENCY_HISTOGRAMS: tuple[MetricSpec, ...] = (TTFT, TPOT, QUEUE, PREFILL, DECODE, E2E)
+# Short names, as in the bucket settings (buckets_ttft, --buckets.ttft).
+LATENCY_HISTOGRAM_SHORT_NAMES = {
+    "ttft": TTFT,
+    "tpot": TPOT,
+    "queue": QUEUE,
+    "prefill": PREFILL,
+    "decode": DECODE,
+    "e2e": E2E,
+}
 
 # Self metrics: how complete and healthy the exporter's own picture is.
 BUILD_INFO = MetricSpec(

@@ -13,6 +13,7 @@ from exporter.otlp.ingest import ingest
 from exporter.requests.pipeline import SpanPipeline
 from exporter.service.admission import Admission
 from exporter.service.auth import TokenFile
+from exporter.service.stats import ExporterStats
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +28,26 @@ class OtlpGrpcReceiver:
         self,
         pipeline: SpanPipeline,
         rules: DecodeRules,
+        admission: Admission,
+        stats: ExporterStats,
         token: TokenFile | None = None,
-        admission: Admission | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.rules = rules
+        self.admission = admission
+        self.stats = stats
         self.token = token
-        self.admission = admission or Admission(1 << 30, 0, lambda: 0)
 
     async def export(self, body: bytes, context: Any) -> ExportTraceServiceResponse:
         """Handle one Export call."""
         if self.token is not None:
             metadata = dict(context.invocation_metadata() or ())
             if not self.token.allows(metadata.get("authorization")):
-                self.pipeline.stats.refused("otlp_grpc")
+                self.stats.refused("otlp_grpc")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         refusal = self.admission.try_enter()
         if refusal is not None:  # UNAVAILABLE: OTLP exporters retry it with back-off (Admission logs a summary)
-            self.pipeline.stats.batch_rejected(PROTOCOL, refusal)
+            self.stats.batch_rejected(PROTOCOL, refusal)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"exporter {refusal}: retry later")
         try:
             return await self._admitted(body, context)
@@ -58,7 +61,7 @@ class OtlpGrpcReceiver:
                 lambda: ingest(parse_protobuf(body), self.rules, self.pipeline, PROTOCOL, peer)
             )
         except BodyDecodeError as exc:
-            self.pipeline.stats.batch_rejected(PROTOCOL, "decode_error")
+            self.stats.batch_rejected(PROTOCOL, "decode_error")
             log.info("OTLP/gRPC export refused (decode_error): %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises

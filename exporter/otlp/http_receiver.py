@@ -13,6 +13,7 @@ from exporter.otlp.ingest import BodyTooLarge, IngestResult, gunzip_limited, ing
 from exporter.requests.pipeline import SpanPipeline
 from exporter.service.admission import Admission
 from exporter.service.auth import TokenFile
+from exporter.service.stats import ExporterStats
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,16 @@ class OtlpHttpReceiver:
         pipeline: SpanPipeline,
         rules: DecodeRules,
         max_body_bytes: int,
+        admission: Admission,
+        stats: ExporterStats,
         token: TokenFile | None = None,
-        admission: Admission | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.rules = rules
         self.max_body_bytes = max_body_bytes
+        self.admission = admission
+        self.stats = stats
         self.token = token
-        self.admission = admission or Admission(1 << 30, 0, lambda: 0)
 
     def app(self) -> web.Application:
         """The aiohttp application serving POST /v1/traces."""
@@ -49,7 +52,7 @@ class OtlpHttpReceiver:
     def _error(
         self, status: int, code: int, reason: str, message: str, content_type: str, quiet: bool = False
     ) -> web.Response:
-        self.pipeline.stats.batch_rejected(PROTOCOL, reason)
+        self.stats.batch_rejected(PROTOCOL, reason)
         if not quiet:
             log.info("OTLP/HTTP export refused (%s): %s", reason, message)
         body = status_pb2.Status(code=code, message=message)
@@ -61,7 +64,7 @@ class OtlpHttpReceiver:
     async def handle(self, request: web.Request) -> web.Response:
         """Handle one export request: authenticate, admit, decode, queue, answer."""
         if self.token is not None and not self.token.allows(request.headers.get("Authorization")):
-            self.pipeline.stats.refused("otlp_http")
+            self.stats.refused("otlp_http")
             body = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message="missing or wrong bearer token")
             return web.Response(
                 status=401,

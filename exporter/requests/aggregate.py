@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from exporter.attribution.attributor import kv_token_seconds
 from exporter.metrics import catalog
 from exporter.requests.records import OTHER, UNKNOWN, RequestSpan
 
@@ -161,7 +159,7 @@ class RequestAggregator:
         series.input_tokens += span.prompt_tokens
         series.output_tokens += span.completion_tokens
         kv = series.kv_token_seconds
-        for phase, value in kv_token_seconds(span).items():
+        for phase, value in span.kv_token_seconds().items():
             kv[phase] += value
         h = series.histograms
         trace_id = span.trace_id
@@ -182,20 +180,3 @@ class RequestAggregator:
     def overflow(self) -> dict[str, int]:
         """How many requests had a model or tenant folded into `other`."""
         return {"model": self.models.overflowed, "tenant": sum(c.overflowed for c in self.tenants.values())}
-
-
-class Deduplicator:
-    """Remembers the identities of the last `capacity` spans, so a re-delivered span is counted once."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-
-    def first_time(self, key: bytes) -> bool:
-        """True the first time `key` is seen (within the remembered window)."""
-        if key in self._seen:
-            return False
-        self._seen[key] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        return True

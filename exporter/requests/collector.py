@@ -1,66 +1,38 @@
-"""prometheus_client Collector that renders the pipeline's state at scrape time."""
+"""prometheus_client Collector that renders the span pipeline's state at scrape time: per-request histograms and
+counters, start-up phases, the tenant join and the queue."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from exporter import __version__
 from exporter.metrics import catalog
-from exporter.metrics.catalog import Kind, MetricSpec
+from exporter.metrics.families import counter, gauge, histogram, le_label
 from exporter.requests.aggregate import THROTTLED_HISTOGRAMS, Histogram
 from exporter.requests.pipeline import SpanPipeline
 
 TRACE_ID_LABEL = "trace_id"
 
 
-def le_label(bound: float) -> str:
-    """A bucket bound as Prometheus clients write `le` (1.0, 0.25, +Inf)."""
-    return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
-def counter(spec: MetricSpec) -> CounterMetricFamily:
-    """An empty counter family for a catalog entry."""
-    assert spec.kind is Kind.COUNTER, spec.name
-    return CounterMetricFamily(spec.family, spec.help, labels=list(spec.labels))
-
-
-def gauge(spec: MetricSpec) -> GaugeMetricFamily:
-    """An empty gauge family for a catalog entry."""
-    assert spec.kind is Kind.GAUGE, spec.name
-    return GaugeMetricFamily(spec.family, spec.help, labels=list(spec.labels))
-
-
-def histogram(spec: MetricSpec) -> HistogramMetricFamily:
-    """An empty histogram family for a catalog entry."""
-    assert spec.kind is Kind.HISTOGRAM, spec.name
-    return HistogramMetricFamily(spec.family, spec.help, labels=list(spec.labels))
-
-
 class PipelineCollector(Collector):
-    """Exposes per-request histograms and counters plus the exporter's self metrics."""
+    """Exposes per-request histograms and counters, start-up phases, joins waiting and the queue."""
 
     def __init__(self, pipeline: SpanPipeline) -> None:
         self.pipeline = pipeline
         agg = pipeline.aggregator
         self._edges = {name: [le_label(b) for b in bounds] + ["+Inf"] for name, bounds in agg.buckets.items()}
 
-    def describe(self) -> list[Metric]:
-        """Nothing to describe up front (avoids a collect() at registration)."""
-        return []
-
     def collect(self) -> Iterator[Metric]:
         """Build every family from a consistent view of the pipeline."""
         yield from self._request_families()
-        yield from self._self_families()
+        depth = gauge(catalog.QUEUE_DEPTH)
+        depth.add_metric([], self.pipeline.queue_depth)
+        capacity = gauge(catalog.QUEUE_CAPACITY)
+        capacity.add_metric([], self.pipeline.options.queue_capacity_spans)
+        yield from (depth, capacity)
 
     def _buckets(self, name: str, hist: Histogram) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
         buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
@@ -110,37 +82,3 @@ class PipelineCollector(Collector):
         pending_family = gauge(catalog.TENANT_PENDING)
         pending_family.add_metric([], pending)
         yield pending_family
-
-    def _self_families(self) -> Iterator[Metric]:
-        stats = self.pipeline.stats
-        build = gauge(catalog.BUILD_INFO)
-        build.add_metric([__version__], 1)
-        families: list[Metric] = [build]
-        with stats.lock:
-            counters = [
-                (catalog.SPANS_RECEIVED, stats.received),
-                (catalog.SPANS_ACCEPTED, stats.accepted),
-                (catalog.SPANS_REJECTED, stats.rejected),
-                (catalog.SPANS_DROPPED, stats.dropped),
-                (catalog.OTHER_SPANS, stats.other_names),
-                (catalog.TENANT_JOINS, stats.tenant_sources),
-                (catalog.UNAUTHORIZED, stats.unauthorized),
-            ]
-            for spec, values in counters:
-                fam = counter(spec)
-                for key, value in sorted(values.items()):
-                    fam.add_metric([key], value)
-                families.append(fam)
-            batches = counter(catalog.BATCHES_REJECTED)
-            for (protocol, reason), value in sorted(stats.batches_rejected.items()):
-                batches.add_metric([protocol, reason], value)
-            families.append(batches)
-            reloads = counter(catalog.TLS_RELOADS)
-            for (listener, result), value in sorted(stats.tls_reloads.items()):
-                reloads.add_metric([listener, result], value)
-            families.append(reloads)
-        depth = gauge(catalog.QUEUE_DEPTH)
-        depth.add_metric([], self.pipeline.queue_depth)
-        capacity = gauge(catalog.QUEUE_CAPACITY)
-        capacity.add_metric([], self.pipeline.options.queue_capacity_spans)
-        yield from (*families, depth, capacity)

@@ -1,7 +1,9 @@
 """The span pipeline: receivers submit decoded batches; one worker thread joins tenants and aggregates.
 
 Receivers acknowledge at once: `submit` never blocks. When the bounded queue is full the batch is dropped and
-counted, because a slow receiver makes vLLM's exporter drop spans silently instead.
+counted, because a slow receiver makes vLLM's exporter drop spans silently instead. The pipeline's lock guards
+only the tenant join and the aggregator (what a scrape reads); attribution runs outside it, under its own lock,
+so a `/metrics` render never waits on an attribution tick.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.requests.aggregate import Deduplicator, RequestAggregator
-from exporter.requests.records import OTHER, DecodedBatch, RequestSpan
+from exporter.requests.aggregate import RequestAggregator
+from exporter.requests.dedup import Deduplicator
+from exporter.requests.records import DecodedBatch, RequestSpan
 from exporter.requests.tenancy import Resolved, TenantJoiner
+from exporter.service.stats import ExporterStats
 
 log = logging.getLogger(__name__)
 
-MAX_OTHER_SPAN_NAMES = 100
 SERIES_CHECK_EVERY_S = 10.0  # idle-series expiry walks every series: not on every wake-up
 
 
@@ -38,7 +41,7 @@ class PipelineOptions:
 
 
 class RequestHook(Protocol):
-    """What the pipeline asks of the attribution stage, in its worker thread and under its lock."""
+    """What the pipeline asks of the attribution stage, from its worker thread (never under its lock)."""
 
     def throttled(self, span: RequestSpan) -> str:
         """The throttled label of a request."""
@@ -57,50 +60,26 @@ class RequestHook(Protocol):
         ...
 
 
-class SelfStats:
-    """The exporter's own counters, written by receivers and the worker under one lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: Counter[str] = Counter()
-        self.accepted: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
-        self.other_names: Counter[str] = Counter()
-        self.batches_rejected: Counter[tuple[str, str]] = Counter()
-        self.tenant_sources: Counter[str] = Counter()
-        self.unauthorized: Counter[str] = Counter()
-        self.tls_reloads: Counter[tuple[str, str]] = Counter()
-
-    def refused(self, endpoint: str) -> None:
-        """Count a request refused for its bearer token."""
-        with self.lock:
-            self.unauthorized[endpoint] += 1
-
-    def tls_reloaded(self, listener: str, result: str) -> None:
-        """Count a change of a listener group's certificate files, by result (ok, failed)."""
-        with self.lock:
-            self.tls_reloads[(listener, result)] += 1
-
-    def batch_rejected(self, protocol: str, reason: str) -> None:
-        """Count a whole export request refused."""
-        with self.lock:
-            self.batches_rejected[(protocol, reason)] += 1
-
-
 class SpanPipeline:
     """Bounded queue in front of the tenant joiner and the aggregator, drained by one worker thread."""
 
-    def __init__(self, options: PipelineOptions, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        options: PipelineOptions,
+        *,
+        stats: ExporterStats | None = None,
+        attribution: RequestHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.options = options
         self.clock = clock
-        self.stats = SelfStats()
-        self.lock = threading.Lock()  # guards joiner and aggregator (worker writes, scrapes read)
+        self.stats = stats if stats is not None else ExporterStats()  # the process's, or its own when alone
+        self.attribution = attribution
+        self.lock = threading.Lock()  # guards joiner, aggregator and start-up phases (worker writes, scrapes read)
         self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap)
         self.joiner = TenantJoiner(options.tenant_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
         self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
-        self.attribution: RequestHook | None = None
         self._queue: deque[DecodedBatch] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -147,9 +126,9 @@ class SpanPipeline:
 
     def _process(self, batch: DecodedBatch) -> None:
         now = self.clock()
+        duplicates = 0
         with self.lock:
             released = self.joiner.add_hints(batch.hints, now)
-            duplicates = 0
             for span in batch.requests:
                 if not self.dedup.first_time(span.key):
                     duplicates += 1
@@ -157,50 +136,57 @@ class SpanPipeline:
                 resolved = self.joiner.add_request(span, now)
                 if resolved is not None:
                     released.append(resolved)
-            self._observe(released)
             for item in batch.startup:
                 key = (item.model, item.phase)
                 if key not in self.startup or self.startup[key][0] <= item.end_time_ns:
                     self.startup[key] = (item.end_time_ns, item.seconds)
-        with self.stats.lock:
-            if duplicates:
+        self._observe(released)
+        if duplicates:
+            with self.stats.lock:
                 self.stats.dropped["duplicate"] += duplicates
-            for name, count in batch.other_names.items():
-                if name not in self.stats.other_names and len(self.stats.other_names) >= MAX_OTHER_SPAN_NAMES:
-                    name = OTHER
-                self.stats.other_names[name] += count
+        if batch.other_names:
+            self.stats.other_spans(batch.other_names)
 
     def _expire(self) -> None:
         now = self.clock()
         with self.lock:
-            self._observe(self.joiner.expire(now))
-            if self.attribution is not None:
-                self.attribution.tick()
-            if now - self._series_checked >= SERIES_CHECK_EVERY_S:
-                self._series_checked = now
+            released = self.joiner.expire(now)
+        self._observe(released)
+        if self.attribution is not None:
+            self.attribution.tick()
+        if now - self._series_checked >= SERIES_CHECK_EVERY_S:
+            self._series_checked = now
+            with self.lock:
                 gone = self.aggregator.expire(now, self.options.series_idle_s)
-                if gone:
-                    if self.attribution is not None:
-                        self.attribution.forget(gone)
-                    log.info("forgot %d (model, tenant) series idle for %g s", len(gone), self.options.series_idle_s)
+            if gone:
+                if self.attribution is not None:
+                    self.attribution.forget(gone)
+                log.info("forgot %d (model, tenant) series idle for %g s", len(gone), self.options.series_idle_s)
 
     def _observe(self, released: list[Resolved]) -> None:
-        sources: Counter[str] = Counter()
+        if not released:
+            return
         hook = self.attribution
-        for item in released:
-            now = self.clock()
-            if hook is None:
-                self.aggregator.observe(item.span, item.tenant, now=now)
-            else:
-                throttled = hook.throttled(item.span)
-                model, tenant = self.aggregator.observe(item.span, item.tenant, throttled, now)
+        # Read from the GPU rings before taking the lock: a scrape never waits on it.
+        throttled = [hook.throttled(item.span) for item in released] if hook is not None else None
+        charges: list[tuple[RequestSpan, str, str]] = []
+        sources: Counter[str] = Counter()
+        with self.lock:
+            for i, item in enumerate(released):
+                now = self.clock()
+                sources[item.source] += 1
+                if throttled is None:
+                    self.aggregator.observe(item.span, item.tenant, now=now)
+                    continue
+                model, tenant = self.aggregator.observe(item.span, item.tenant, throttled[i], now)
                 # Charged under the same capped labels, so a hostile tenant string cannot grow those series either.
                 span = item.span if model == item.span.model else item.span._replace(model=model)
-                hook.submit(span, tenant, throttled)
-            sources[item.source] += 1
-        if sources:
-            with self.stats.lock:
-                self.stats.tenant_sources.update(sources)
+                charges.append((span, tenant, throttled[i]))
+        if hook is not None:
+            for span, tenant, label in charges:
+                hook.submit(span, tenant, label)
+        with self.stats.lock:
+            self.stats.tenant_sources.update(sources)
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -235,4 +221,5 @@ class SpanPipeline:
         self.process_available()
         if flush_pending:
             with self.lock:
-                self._observe(self.joiner.flush())
+                released = self.joiner.flush()
+            self._observe(released)

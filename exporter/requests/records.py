@@ -44,6 +44,22 @@ class RequestSpan(NamedTuple):
         return self.decode_s / (self.completion_tokens - 1)
 
     @property
+    def window(self) -> tuple[float, float]:
+        """When it occupied the engine: from the start of its prefill to its last token (unix seconds)."""
+        first_token = self.start_time_ns / 1e9 + self.ttft_s
+        return first_token - self.prefill_s, first_token + self.decode_s
+
+    def kv_token_seconds(self) -> dict[str, float]:
+        """The integral of its resident KV tokens, by phase: the memory bill of long context.
+
+        During prefill its KV grows from 0 to the prompt (linearly, as chunks are computed); during decode from the
+        prompt to prompt + output."""
+        return {
+            "prefill": self.prompt_tokens * self.prefill_s / 2.0,
+            "decode": (self.prompt_tokens + self.completion_tokens / 2.0) * self.decode_s,
+        }
+
+    @property
     def key(self) -> bytes:
         """Identity of the span (trace id + span id): n=2 gives two spans with one request id."""
         return self.trace_id + self.span_id

@@ -34,6 +34,8 @@ DECODE_AVERAGE_WEIGHT = 0.2  # of the newest decode time in the moving average
 # Up to this many waiting exports are always admitted: decode times measured under a flood stay high for a while
 # after it, and a few big exports in flight are ordinary (bench_overload's recovery saw refusals without this).
 ALWAYS_ADMITTED = 4
+MAX_CONCURRENT = 64  # exports waiting to be decoded, HTTP and gRPC together
+MAX_WAIT_S = 0.1  # refuse when those waiting would take longer than this to decode
 CGROUP_FILES = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
@@ -73,7 +75,7 @@ class Admission:
         queue_depth: Callable[[], int],
         rss: Callable[[], int] = resident_bytes,
         clock: Callable[[], float] = time.monotonic,
-        max_wait_s: float = 0.1,
+        max_wait_s: float = MAX_WAIT_S,
     ) -> None:
         self.max_concurrent = max_concurrent
         self.max_wait_s = max_wait_s

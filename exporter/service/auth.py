@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
+
+from exporter.service.filestamp import FileStamp
 
 log = logging.getLogger(__name__)
 
 
 class TokenFile:
-    """The token in a file (surrounding whitespace ignored), re-read whenever the file's mtime or size changes,
-    so a rotated Kubernetes Secret takes effect without a restart."""
+    """The token in a file (surrounding whitespace ignored), re-read whenever the file changes (its inode, mtime or
+    size), so a rotated Kubernetes Secret takes effect without a restart."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: FileStamp | None = None
         self._token = b""
         self._load()
 
     def _load(self) -> None:
         try:
-            stat = os.stat(self.path)
+            stamp = FileStamp.of(self.path)
         except OSError as exc:
             if self._stamp is not None:
                 log.warning("token file %s unreadable (%s); keeping the last token", self.path, exc.strerror)
                 return
             raise
-        stamp = (stat.st_mtime, stat.st_size)
         if stamp == self._stamp:
             return
         with open(self.path, "rb") as f:

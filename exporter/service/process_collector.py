@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.metrics import catalog
-from exporter.requests.collector import counter, gauge
+from exporter.metrics.families import counter, gauge
 from exporter.service.admission import Admission
 
 

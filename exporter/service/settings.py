@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from exporter.attribution import forwarder
+from exporter.attribution.stage import DEFAULT_GPU_PRICES, AttributionOptions
+from exporter.engine import scraper
+from exporter.gpu import sampler
 from exporter.metrics import catalog
-from exporter.service import tls
+from exporter.otlp.decode import DecodeRules
+from exporter.requests.pipeline import PipelineOptions
+from exporter.service import admission, tls
+from exporter.topology import podresources
+from exporter.topology.build import MODES, TopologyOptions
+from exporter.topology.kubernetes import KubernetesOptions
+from exporter.topology.static import InstanceConfig
 
 ENV_PREFIX = "LLM_TOKEN_EXPORTER_"
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("file_values")
@@ -39,23 +49,12 @@ def _buckets(spec: catalog.MetricSpec, short: str) -> Any:
     )
 
 
+# The bucket setting of each latency histogram (its field below is `_buckets(spec, short name)`).
+BUCKET_FIELDS = {f"buckets_{short}": spec for short, spec in catalog.LATENCY_HISTOGRAM_SHORT_NAMES.items()}
 FloatList = Annotated[list[float], NoDecode]
 PriceMap = Annotated[dict[str, float], NoDecode]
-# Rough on-demand cloud prices in 2026 ($ per GPU-hour); a placeholder for users' own rates.
-DEFAULT_GPU_PRICES = {"B200": 6.0, "H200": 4.0, "H100": 3.0, "A100": 1.8, "L40S": 1.2, "A10": 1.0, "L4": 0.8}
 StrList = Annotated[list[str], NoDecode]
 StrMap = Annotated[dict[str, str], NoDecode]
-
-
-class InstanceConfig(BaseModel):
-    """One statically configured vLLM server."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(pattern=r"^https?://", description="Base URL of the vLLM server, e.g. http://127.0.0.1:8000.")
-    model: str | None = Field(None, description="Model label; default: the model_name vLLM reports.")
-    gpus: list[str] = Field(default_factory=list, description="NVML GPU UUIDs or indexes it runs on.")
-    name: str | None = Field(None, description="Instance label; default: the URL's host:port.")
 
 
 InstanceList = Annotated[list[InstanceConfig], NoDecode]
@@ -88,20 +87,20 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("otlp.max-body-bytes"),
     )
     otlp_max_span_attributes: int = Field(
-        256,
+        DecodeRules.max_attributes,
         ge=16,
         description="An llm_request span with more attributes than this is rejected.",
         json_schema_extra=_flag("otlp.max-span-attributes"),
     )
     otlp_max_concurrent_exports: int = Field(
-        64,
+        admission.MAX_CONCURRENT,
         ge=1,
         description="OTLP exports waiting to be decoded at most (HTTP and gRPC together); more are refused at "
         "once with a retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE).",
         json_schema_extra=_flag("otlp.max-concurrent-exports"),
     )
     otlp_max_wait_seconds: float = Field(
-        0.1,
+        admission.MAX_WAIT_S,
         gt=0,
         description="An export is refused (retryable) when those already waiting would take longer than this to "
         "decode, judged from recent decode times: under a flood, answers stay fast and the excess is refused.",
@@ -115,33 +114,33 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("memory.limit-bytes"),
     )
     queue_capacity_spans: int = Field(
-        65_536,
+        PipelineOptions.queue_capacity_spans,
         ge=512,
         description="Request spans the processing queue holds; past it batches are dropped and counted.",
         json_schema_extra=_flag("queue.capacity-spans"),
     )
     series_idle_seconds: float = Field(
-        3600.0,
+        PipelineOptions.series_idle_s,
         ge=10,
         description="A (model, tenant) whose requests stop is forgotten after this long: its series go and its "
         "slot under model.cap and tenant.cap is free again (departed models and tenants do not pile up).",
         json_schema_extra=_flag("series.idle-seconds"),
     )
     engine_forget_after_seconds: float = Field(
-        300.0,
+        scraper.FORGET_AFTER_S,
         ge=0,
         description="An engine instance that left the topology is shown down this long, then its series go "
         "(a restarting server stays one instance meanwhile).",
         json_schema_extra=_flag("engine.forget-after-seconds"),
     )
     dedup_capacity_spans: int = Field(
-        131_072,
+        PipelineOptions.dedup_capacity,
         ge=0,
         description="How many recent span identities are remembered to count a re-delivered span once.",
         json_schema_extra=_flag("dedup.capacity-spans"),
     )
     model_attribute: str = Field(
-        "service.name",
+        DecodeRules.model_attribute,
         min_length=1,
         description="Resource attribute of the sender that names the model (vLLM: OTEL_SERVICE_NAME).",
         json_schema_extra=_flag("model.attribute"),
@@ -152,26 +151,26 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("model.map"),
     )
     model_cap: int = Field(
-        64,
+        PipelineOptions.model_cap,
         ge=1,
         description="Distinct model label values; past it new ones become 'other'.",
         json_schema_extra=_flag("model.cap"),
     )
     tenant_attribute_keys: StrList = Field(
-        default_factory=lambda: ["tenant.id"],
+        default_factory=lambda: list(DecodeRules.tenant_keys),
         description="Attribute keys that carry the tenant, looked up on the span, its resource, then the "
         "caller's span in the same trace: comma-separated or a JSON list.",
         json_schema_extra=_flag("tenant.attribute-keys"),
     )
     tenant_join_window_seconds: float = Field(
-        10.0,
+        PipelineOptions.tenant_join_window_s,
         ge=0.0,
         le=600.0,
         description="How long a request span waits for its caller's span to learn its tenant (0: no wait).",
         json_schema_extra=_flag("tenant.join-window-seconds"),
     )
     tenant_cap: int = Field(
-        200,
+        PipelineOptions.tenant_cap,
         ge=1,
         description="Distinct tenant label values per model; past it new ones become 'other'.",
         json_schema_extra=_flag("tenant.cap"),
@@ -183,14 +182,14 @@ class Settings(BaseSettings):
     buckets_decode: FloatList = _buckets(catalog.DECODE, "decode")
     buckets_e2e: FloatList = _buckets(catalog.E2E, "e2e")
     engine_scrape_interval_seconds: float = Field(
-        5.0,
+        scraper.INTERVAL_S,
         gt=0,
         le=300,
         description="How often each vLLM server's /metrics is scraped.",
         json_schema_extra=_flag("engine.scrape-interval-seconds"),
     )
     engine_scrape_timeout_seconds: float = Field(
-        2.0,
+        scraper.TIMEOUT_S,
         gt=0,
         le=60,
         description="Timeout of one vLLM /metrics scrape.",
@@ -203,8 +202,8 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("instances"),
     )
     topology_mode: str = Field(
-        "auto",
-        pattern=r"^(auto|static|kubernetes|processes)$",
+        TopologyOptions.mode,
+        pattern=f"^({'|'.join(MODES)})$",
         description="How vLLM instances and their GPUs are found: static (the instances setting), kubernetes "
         "(pods on this node + kubelet pod-resources), processes (NVML compute processes traced through /proc), "
         "or auto (kubernetes when running in a cluster with a node name, static when instances are listed, "
@@ -222,38 +221,38 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("kubernetes.api-url"),
     )
     kubernetes_token_file: str = Field(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        KubernetesOptions.token_file,
         description="Service-account token file for the API server.",
         json_schema_extra=_flag("kubernetes.token-file"),
     )
     kubernetes_ca_file: str = Field(
-        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        KubernetesOptions.ca_file,
         description="CA bundle that signs the API server's certificate.",
         json_schema_extra=_flag("kubernetes.ca-file"),
     )
     kubernetes_pod_selector: str = Field(
-        "",
+        KubernetesOptions.pod_selector,
         description="Label selector of the vLLM pods to watch on this node (empty: all pods on the node).",
         json_schema_extra=_flag("kubernetes.pod-selector"),
     )
     kubernetes_metrics_port_name: str = Field(
-        "http",
+        KubernetesOptions.port_name,
         description="Name of the container port serving vLLM's /metrics.",
         json_schema_extra=_flag("kubernetes.metrics-port-name"),
     )
     kubernetes_metrics_port_annotation: str = Field(
-        "llm-token-exporter/port",
+        KubernetesOptions.port_annotation,
         description="Pod annotation giving the metrics port number; wins over the named port.",
         json_schema_extra=_flag("kubernetes.metrics-port-annotation"),
     )
     kubernetes_resync_seconds: float = Field(
-        30.0,
+        KubernetesOptions.resync_s,
         gt=0,
         description="Full re-list period of the pod watch.",
         json_schema_extra=_flag("kubernetes.resync-seconds"),
     )
     podresources_socket: str = Field(
-        "/var/lib/kubelet/pod-resources/kubelet.sock",
+        podresources.DEFAULT_SOCKET,
         description="The kubelet PodResources API socket (GPU devices per pod).",
         json_schema_extra=_flag("podresources.socket"),
     )
@@ -263,14 +262,14 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("gpu.enabled"),
     )
     gpu_sample_interval_seconds: float = Field(
-        1.0,
+        sampler.INTERVAL_S,
         gt=0,
         le=60,
         description="How often every GPU is sampled.",
         json_schema_extra=_flag("gpu.sample-interval-seconds"),
     )
     gpu_energy_every_passes: int = Field(
-        10,
+        sampler.ENERGY_EVERY_PASSES,
         ge=1,
         le=60,
         description="Read each GPU's energy counter every Nth sampling pass. One read busy-waits about 3 ms of "
@@ -280,7 +279,7 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("gpu.energy-every-passes"),
     )
     gpu_retention_seconds: float = Field(
-        900.0,
+        sampler.RETENTION_S,
         ge=10,
         description="How long GPU samples are kept for attribution (long requests + span delay).",
         json_schema_extra=_flag("gpu.retention-seconds"),
@@ -292,19 +291,19 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("price.gpu-per-hour"),
     )
     gpu_price_default_per_hour: float = Field(
-        2.0,
+        AttributionOptions.gpu_price_default_per_hour,
         ge=0,
         description="Dollars per GPU-hour for a product not in gpu_price_per_hour.",
         json_schema_extra=_flag("price.gpu-default-per-hour"),
     )
     energy_price_per_kwh: float = Field(
-        0.0,
+        AttributionOptions.energy_price_per_kwh,
         ge=0,
         description="Dollars per kWh of GPU energy, added to the GPU-hour price (0: included in it).",
         json_schema_extra=_flag("price.energy-per-kwh"),
     )
     attribution_prefill_weight: float = Field(
-        1.0,
+        AttributionOptions.prefill_weight,
         gt=0,
         le=100,
         description="Weight of a prompt (prefill) token against an output (decode) token when splitting GPU time.",
@@ -324,7 +323,7 @@ class Settings(BaseSettings):
         json_schema_extra=_flag("forward.traces-protocol"),
     )
     forward_queue_spans: int = Field(
-        2048,
+        forwarder.QUEUE_SPANS,
         ge=1,
         description="Spans waiting to be forwarded; past it they are dropped and counted.",
         json_schema_extra=_flag("forward.queue-spans"),
@@ -406,16 +405,7 @@ class Settings(BaseSettings):
             return out
         return value
 
-    @field_validator(
-        "tenant_attribute_keys",
-        "buckets_ttft",
-        "buckets_tpot",
-        "buckets_queue",
-        "buckets_prefill",
-        "buckets_decode",
-        "buckets_e2e",
-        mode="before",
-    )
+    @field_validator("tenant_attribute_keys", *BUCKET_FIELDS, mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -425,9 +415,7 @@ class Settings(BaseSettings):
             return [p.strip() for p in text.split(",") if p.strip()]
         return value
 
-    @field_validator(
-        "buckets_ttft", "buckets_tpot", "buckets_queue", "buckets_prefill", "buckets_decode", "buckets_e2e"
-    )
+    @field_validator(*BUCKET_FIELDS)
     @classmethod
     def _check_buckets(cls, value: list[float]) -> list[float]:
         if not value:
@@ -502,14 +490,7 @@ class Settings(BaseSettings):
 
     def histogram_buckets(self) -> dict[str, list[float]]:
         """Bucket bounds by histogram metric name."""
-        return {
-            catalog.TTFT.name: self.buckets_ttft,
-            catalog.TPOT.name: self.buckets_tpot,
-            catalog.QUEUE.name: self.buckets_queue,
-            catalog.PREFILL.name: self.buckets_prefill,
-            catalog.DECODE.name: self.buckets_decode,
-            catalog.E2E.name: self.buckets_e2e,
-        }
+        return {spec.name: getattr(self, field) for field, spec in BUCKET_FIELDS.items()}
 
 
 def _tls_check(check: Callable[..., None], *args: str) -> None:

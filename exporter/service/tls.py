@@ -4,7 +4,6 @@ change (cert-manager rewrites a Secret in place)."""
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 import time
@@ -14,15 +13,16 @@ from typing import Any
 
 import grpc
 
+from exporter.service.filestamp import FileStamp
+
 log = logging.getLogger(__name__)
 
 # How often, at most, a handshake looks at the files' mtime and size: a handshake flood costs no more stat calls.
 RELOAD_CHECK_SECONDS = 1.0
 RELOAD_OK, RELOAD_FAILED = "ok", "failed"
 
-# (inode, mtime in ns, size) of each file, or None for a file that cannot be stat'ed. The inode catches a Secret
-# volume's atomic symlink swap even when the new files have the old size and mtime.
-Stamp = tuple[tuple[int, int, int] | None, ...]
+# The stamp of each file (None for one that cannot be stat'ed): see FileStamp.
+Stamp = tuple[FileStamp | None, ...]
 
 
 class TlsError(Exception):
@@ -60,15 +60,7 @@ class Loaded:
 
 
 def _stamp(paths: tuple[str, ...]) -> Stamp:
-    out: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    return tuple(FileStamp.maybe(path) for path in paths)
 
 
 def _read(path: str, what: str) -> bytes:

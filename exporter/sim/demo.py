@@ -27,12 +27,13 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from exporter.service.app import Exporter, StartupError
-from exporter.service.settings import InstanceConfig, Settings, parse_address
+from exporter.service.settings import Settings, parse_address
 from exporter.sim.node import NodeOptions, NodeStartError, SimNode
 from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, PromStack, StackError, find_binary
 from exporter.sim.scenarios import scenario
 from exporter.sim.spec import NodeSpec
 from exporter.sim.view import Scrape, SloStatus, Window, render
+from exporter.topology.static import InstanceConfig
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 

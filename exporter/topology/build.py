@@ -1,48 +1,90 @@
-"""Picks and builds the topology source the settings ask for (topology_mode), and adapts the GPU sampler's
-process lists for the bare-metal source."""
+"""Picks and builds the topology source the options ask for (`mode`), and adapts the GPU sampler's process lists
+for the bare-metal source."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from exporter.gpu.records import GpuView
-from exporter.service.settings import Settings
-from exporter.topology.kubernetes import KubernetesTopology, in_cluster_api_url
-from exporter.topology.model import SOURCE_KUBERNETES, SOURCE_PROCESSES, SOURCE_STATIC, TopologySource
+from exporter.topology.kubernetes import KubernetesOptions, KubernetesTopology, in_cluster_api_url
+from exporter.topology.model import (
+    SOURCE_KUBERNETES,
+    SOURCE_PROCESSES,
+    SOURCE_STATIC,
+    TopologyConfigError,
+    TopologySource,
+)
+from exporter.topology.podresources import DEFAULT_SOCKET, PodResourcesClient
 from exporter.topology.processes import ComputeProcess, ComputeProcessLister, ProcessTopology
-from exporter.topology.static import StaticTopology
+from exporter.topology.static import InstanceConfig, StaticTopology
+
+MODES = ("auto", SOURCE_STATIC, SOURCE_KUBERNETES, SOURCE_PROCESSES)
+MIN_PROCESS_REFRESH_S = 5.0  # walking /proc costs ~ms per process: not more often than this
 
 
-def resolve_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+@dataclass(frozen=True)
+class TopologyOptions:
+    """Which source finds the vLLM instances, and each source's own options."""
+
+    mode: str = "auto"
+    instances: tuple[InstanceConfig, ...] = ()
+    kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
+    podresources_socket: str = DEFAULT_SOCKET
+    processes_refresh_s: float = MIN_PROCESS_REFRESH_S
+
+
+def resolve_mode(options: TopologyOptions, environ: Mapping[str, str] | None = None) -> str:
     """The effective mode: as configured, or for `auto` kubernetes (in a cluster, with a node name), else
     static (instances listed), else processes."""
-    if settings.topology_mode != "auto":
-        return settings.topology_mode
+    if options.mode != "auto":
+        return options.mode
     env = os.environ if environ is None else environ
-    in_cluster = bool(settings.kubernetes_api_url or in_cluster_api_url(env))
-    if in_cluster and settings.kubernetes_node_name:
+    in_cluster = bool(options.kubernetes.api_url or in_cluster_api_url(env))
+    if in_cluster and options.kubernetes.node_name:
         return SOURCE_KUBERNETES
-    if settings.instances:
+    if options.instances:
         return SOURCE_STATIC
     return SOURCE_PROCESSES
 
 
+def kubernetes_source(
+    options: TopologyOptions, environ: Mapping[str, str] | None = None, with_podresources: bool = True
+) -> KubernetesTopology:
+    """The Kubernetes source (the in-cluster API server unless one is given); raises TopologyConfigError."""
+    env = os.environ if environ is None else environ
+    kube = options.kubernetes
+    api_url = kube.api_url or in_cluster_api_url(env)
+    if not api_url:
+        raise TopologyConfigError(
+            "topology mode kubernetes needs kubernetes_api_url, or KUBERNETES_SERVICE_HOST (in a pod)"
+        )
+    if not kube.node_name:
+        raise TopologyConfigError(
+            "topology mode kubernetes needs kubernetes_node_name (set it from spec.nodeName via the downward API)"
+        )
+    lookup = (
+        PodResourcesClient(options.podresources_socket) if with_podresources and options.podresources_socket else None
+    )
+    return KubernetesTopology(replace(kube, api_url=api_url.rstrip("/")), lookup)
+
+
 def build_source(
-    settings: Settings,
+    options: TopologyOptions,
     gpu_processes: ComputeProcessLister | None = None,
     environ: Mapping[str, str] | None = None,
     proc_root: Path = Path("/proc"),
 ) -> TopologySource:
-    """The configured source, not started; raises TopologyConfigError when the settings cannot work.
+    """The configured source, not started; raises TopologyConfigError when the options cannot work.
     `gpu_processes` feeds the processes mode (e.g. from the GPU sampler; see `compute_processes`)."""
-    mode = resolve_mode(settings, environ)
+    mode = resolve_mode(options, environ)
     if mode == SOURCE_KUBERNETES:
-        return KubernetesTopology.from_settings(settings, environ)
+        return kubernetes_source(options, environ)
     if mode == SOURCE_STATIC:
-        return StaticTopology(settings.instances)
-    return ProcessTopology(gpu_processes, proc_root, refresh_s=max(5.0, settings.engine_scrape_interval_seconds))
+        return StaticTopology(options.instances)
+    return ProcessTopology(gpu_processes, proc_root, refresh_s=options.processes_refresh_s)
 
 
 def compute_processes(views: Iterable[GpuView]) -> list[ComputeProcess]:

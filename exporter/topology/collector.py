@@ -8,7 +8,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.metrics import catalog
-from exporter.requests.collector import counter, gauge
+from exporter.metrics.families import counter, gauge
 from exporter.topology.model import TopologySource
 
 
@@ -17,10 +17,6 @@ class TopologyCollector(Collector):
 
     def __init__(self, source: TopologySource) -> None:
         self.source = source
-
-    def describe(self) -> list[Metric]:
-        """Nothing to describe up front (avoids a collect() at registration)."""
-        return []
 
     def collect(self) -> Iterator[Metric]:
         """Build every topology family from one snapshot."""

@@ -23,18 +23,16 @@ from typing import Any, NamedTuple, Protocol
 
 import httpx
 
-from exporter.service.settings import Settings
 from exporter.topology.model import (
     SOURCE_KUBERNETES,
     ErrorCounts,
     Instance,
     Topology,
-    TopologyConfigError,
     empty_topology,
     now,
 )
-from exporter.topology.podresources import PodKey, PodResourcesClient
-from exporter.topology.processes import parse_vllm_args
+from exporter.topology.podresources import PodKey
+from exporter.topology.vllm_args import parse_vllm_args
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +194,8 @@ class GpuLookup(Protocol):
 class KubernetesOptions:
     """How to reach the API server and which pods to watch; the timing knobs exist for tests."""
 
-    api_url: str
-    node_name: str
+    api_url: str = ""  # empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT)
+    node_name: str = ""
     token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     pod_selector: str = ""
@@ -246,38 +244,6 @@ class KubernetesTopology:
         self._logged_skips: set[tuple[str, str]] = set()
         self._synced = asyncio.Event()
         self._gpu_wanted = asyncio.Event()
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, environ: Mapping[str, str] | None = None, with_podresources: bool = True
-    ) -> KubernetesTopology:
-        """Built from the kubernetes_* and podresources_socket settings; raises TopologyConfigError."""
-        env = os.environ if environ is None else environ
-        api_url = settings.kubernetes_api_url or in_cluster_api_url(env)
-        if not api_url:
-            raise TopologyConfigError(
-                "topology mode kubernetes needs kubernetes_api_url, or KUBERNETES_SERVICE_HOST (in a pod)"
-            )
-        if not settings.kubernetes_node_name:
-            raise TopologyConfigError(
-                "topology mode kubernetes needs kubernetes_node_name (set it from spec.nodeName via the downward API)"
-            )
-        options = KubernetesOptions(
-            api_url=api_url.rstrip("/"),
-            node_name=settings.kubernetes_node_name,
-            token_file=settings.kubernetes_token_file,
-            ca_file=settings.kubernetes_ca_file,
-            pod_selector=settings.kubernetes_pod_selector,
-            port_name=settings.kubernetes_metrics_port_name,
-            port_annotation=settings.kubernetes_metrics_port_annotation,
-            resync_s=settings.kubernetes_resync_seconds,
-        )
-        lookup = (
-            PodResourcesClient(settings.podresources_socket)
-            if with_podresources and settings.podresources_socket
-            else None
-        )
-        return cls(options, lookup)
 
     # --- the TopologySource interface ---
 

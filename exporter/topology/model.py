@@ -29,7 +29,7 @@ class Instance:
     """One vLLM server on this node: where to scrape it, what it serves, its GPUs and the keys spans match on."""
 
     id: str  # stable across restarts: "namespace/pod", the configured name, or "host:port"
-    url: str  # base URL; its metrics are at `metrics_url`
+    url: str  # base URL: its /metrics is scraped (engine.scraper.ScrapeTarget)
     model: str | None = None  # None: learn it from vLLM's own model_name label
     gpus: tuple[str, ...] = ()  # NVML UUIDs (GPU-..., MIG-...) or indexes, as given; () when unknown
     namespace: str | None = None
@@ -44,11 +44,6 @@ class Instance:
     pids: tuple[int, ...] = ()
     service_instance_ids: tuple[str, ...] = ()
     service_names: tuple[str, ...] = ()
-
-    @property
-    def metrics_url(self) -> str:
-        """The URL of its Prometheus /metrics."""
-        return self.url.rstrip("/") + "/metrics"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,24 @@
-"""Static topology: the instances listed in the `instances` setting (bare metal, tests)."""
+"""Static topology: the instances listed in the `instances` setting (bare metal, tests), and that setting's model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from exporter.service.settings import InstanceConfig
+from pydantic import BaseModel, ConfigDict, Field
+
 from exporter.topology.model import SOURCE_STATIC, Instance, Topology, TopologyConfigError, now, url_ip
+
+
+class InstanceConfig(BaseModel):
+    """One statically configured vLLM server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", description="Base URL of the vLLM server, e.g. http://127.0.0.1:8000.")
+    model: str | None = Field(None, description="Model label; default: the model_name vLLM reports.")
+    gpus: list[str] = Field(default_factory=list, description="NVML GPU UUIDs or indexes it runs on.")
+    name: str | None = Field(None, description="Instance label; default: the URL's host:port.")
 
 
 def instance_from_config(config: InstanceConfig) -> Instance:

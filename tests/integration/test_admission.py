@@ -79,7 +79,7 @@ def test_http_export_refused_fast_with_503_retry_after_and_counted() -> None:
     async def main() -> None:
         pipeline = SpanPipeline(PipelineOptions())
         admission = Admission(1, 0, lambda: pipeline.queue_depth)
-        receiver = OtlpHttpReceiver(pipeline, DecodeRules(), 1 << 20, admission=admission)
+        receiver = OtlpHttpReceiver(pipeline, DecodeRules(), 1 << 20, admission, pipeline.stats)
         async with TestClient(TestServer(receiver.app())) as client:
             assert admission.try_enter() is None  # the one slot is taken
             refused = await client.post("/v1/traces", data=body(), headers={"Content-Type": "application/x-protobuf"})
@@ -106,7 +106,7 @@ def test_grpc_export_refused_with_unavailable_and_counted() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = otlp_grpc.server(
-            otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules(), admission=admission), f"127.0.0.1:{port}", 1 << 20
+            otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules(), admission, pipeline.stats), f"127.0.0.1:{port}", 1 << 20
         )
         await server.start()
         try:

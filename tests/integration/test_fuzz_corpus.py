@@ -13,6 +13,7 @@ import gzip
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -23,6 +24,7 @@ from exporter.otlp.decode import BodyDecodeError, DecodeRules, flatten, parse_js
 from exporter.otlp.http_receiver import OtlpHttpReceiver
 from exporter.otlp.ingest import BodyTooLarge, gunzip_limited
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
+from exporter.service.admission import Admission
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, load, to_otlp_json
 
 SCALE = float(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE", "1"))
@@ -110,7 +112,8 @@ def test_both_receivers_refuse_mutated_bodies_with_a_reason_and_count_each() -> 
         rng = random.Random(SEED + 4)
         n = count(1_000)
         pipeline = SpanPipeline(PipelineOptions())
-        receiver = OtlpHttpReceiver(pipeline, DecodeRules(), 1 << 20)
+        admission = Admission(64, 0, lambda: pipeline.queue_depth)
+        receiver = OtlpHttpReceiver(pipeline, DecodeRules(), 1 << 20, admission, pipeline.stats)
         http_refused = 0
         async with TestClient(TestServer(receiver.app())) as client:
             for _ in range(n):
@@ -123,7 +126,8 @@ def test_both_receivers_refuse_mutated_bodies_with_a_reason_and_count_each() -> 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = otlp_grpc.server(otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules()), f"127.0.0.1:{port}", 1 << 20)
+        grpc_receiver = otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules(), admission, pipeline.stats)
+        server = otlp_grpc.server(grpc_receiver, f"127.0.0.1:{port}", 1 << 20)
         await server.start()
         grpc_refused = 0
         try:
@@ -143,5 +147,8 @@ def test_both_receivers_refuse_mutated_bodies_with_a_reason_and_count_each() -> 
             ("http", "decode_error"): http_refused,
             ("grpc", "decode_error"): grpc_refused,
         }
+        admission.close()
 
     asyncio.run(main())
+    # Receivers take their admission (and its decode thread) from whoever wires them, who closes it: none is left.
+    assert [t.name for t in threading.enumerate() if t.name.startswith("otlp-decode")] == []

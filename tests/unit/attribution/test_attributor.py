@@ -15,7 +15,6 @@ from exporter.attribution.attributor import (
     Attributor,
     InstanceInputs,
     Pricing,
-    kv_token_seconds,
     request_work,
     throttled,
 )
@@ -248,7 +247,7 @@ def test_pricing_by_product_longest_match_first() -> None:
 
 def test_kv_token_seconds_and_throttled() -> None:
     span = Req(0, 2, 10, 1000, 101).span(random.Random(0))
-    kv = kv_token_seconds(span)
+    kv = span.kv_token_seconds()
     assert kv["prefill"] == pytest.approx(1000 * 2 / 2) and kv["decode"] == pytest.approx((1000 + 50.5) * 10)
     assert throttled([]) == "unknown" and throttled([None]) == "unknown"
     assert throttled([frozenset({"idle"}), frozenset()]) == "false"

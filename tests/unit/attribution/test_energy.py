@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from exporter.attribution.stage import interpolate_energy
+from exporter.attribution.energy import interpolate_energy
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.gpu.records import GpuSample
 from exporter.gpu.sampler import GpuSampler

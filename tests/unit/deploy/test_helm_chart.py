@@ -19,7 +19,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from exporter.service.settings import DEFAULT_GPU_PRICES, Settings, load_settings
+from exporter.attribution.stage import DEFAULT_GPU_PRICES
+from exporter.service.settings import Settings, load_settings
 from tests.support.certs import CertAuthority
 from tests.support.procs import EXPORTER_BIN, REPO
 

@@ -130,7 +130,7 @@ def test_counters_stay_monotonic_across_a_restart_and_it_is_counted() -> None:
     tracker = EngineTracker()
     tracker.success("a", parse(_with_counters(100, 10, start=1000.0, finished=3)), now=2000.0)
     tracker.success("a", parse(_with_counters(150, 20, start=1000.0, finished=5)), now=2005.0)
-    tracker.failure("a", "refused", "connection refused")
+    tracker.failure("a", "refused")
     state = tracker.instances["a"]
     assert not state.up and state.models == [] and state.errors == {"refused": 1}
     tracker.success("a", parse(_with_counters(30, 4, start=2010.0, finished=1)), now=2040.0)

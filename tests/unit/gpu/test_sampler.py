@@ -16,6 +16,7 @@ from exporter.gpu.collector import GpuCollector
 from exporter.gpu.fake_nvml import GIB, FakeNvml
 from exporter.gpu.records import CLOCK_EVENT_REASON_NAMES
 from exporter.gpu.sampler import GpuSampler
+from exporter.service import components
 from exporter.service.settings import load_settings
 from tests.support.prom import by_label, samples, total
 
@@ -24,6 +25,7 @@ GPU_LOGGER = "exporter.gpu"
 
 def make(count: int = 8, **kwargs: Any) -> tuple[FakeNvml, GpuSampler]:
     fake = FakeNvml.with_gpus(count)
+    kwargs.setdefault("energy_every", 1)  # the energy counter on every sample (the default reads every 10th)
     return fake, GpuSampler(nvml=fake, clock=fake.time, **kwargs)
 
 
@@ -358,9 +360,9 @@ def test_real_pynvml_without_a_driver_turns_the_gpu_part_off(caplog: pytest.LogC
 def test_settings_configure_interval_retention_and_switch() -> None:
     fake = FakeNvml.with_gpus(1)
     settings = load_settings({"gpu_sample_interval_seconds": 0.5, "gpu_retention_seconds": 60})
-    sampler = GpuSampler.from_settings(settings, nvml=fake, clock=fake.time)
+    sampler = components.gpu_sampler(settings, nvml=fake, clock=fake.time)
     assert (sampler.interval_s, sampler.retention_s, sampler.ring_capacity) == (0.5, 60.0, 121)
-    off = GpuSampler.from_settings(load_settings({"gpu_enabled": False}), nvml=fake)
+    off = components.gpu_sampler(load_settings({"gpu_enabled": False}), nvml=fake)
     assert off.start() is False and fake.calls["nvmlInit"] == 0
 
 

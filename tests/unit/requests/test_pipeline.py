@@ -10,6 +10,7 @@ from exporter.metrics import catalog
 from exporter.otlp.decode import DecodeRules, flatten
 from exporter.requests.collector import PipelineCollector
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
+from exporter.service.stats import StatsCollector
 from tests.support.otlp import fresh, gateway_span, request_of, sample_request_spans, with_attribute
 from tests.support.prom import by_label, samples, total
 
@@ -144,6 +145,7 @@ def test_every_span_metric_of_the_catalog_is_exposed() -> None:
     pipeline.process_available()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(pipeline))
+    registry.register(StatsCollector(pipeline.stats))
     text = generate_latest(registry).decode()
     for spec in (*catalog.LATENCY_HISTOGRAMS, catalog.REQUESTS, catalog.TOKENS, *catalog.SELF_METRICS):
         assert f"# TYPE {spec.name} {spec.kind.value}\n" in text, spec.name  # text format keeps _total
@@ -174,9 +176,8 @@ class Hook:
 
 
 def test_attribution_gets_the_capped_labels_so_hostile_tenants_stay_bounded_there_too() -> None:
-    pipeline = SpanPipeline(PipelineOptions(tenant_cap=3, tenant_join_window_s=0))
     hook = Hook()
-    pipeline.attribution = hook
+    pipeline = SpanPipeline(PipelineOptions(tenant_cap=3, tenant_join_window_s=0), attribution=hook)
     rng = random.Random(5)
     template = sample_request_spans()[0]
     spans = [with_attribute(fresh(template, rng), "tenant.id", f"hostile-{i}") for i in range(200)]
@@ -188,9 +189,9 @@ def test_attribution_gets_the_capped_labels_so_hostile_tenants_stay_bounded_ther
 
 def test_idle_series_are_forgotten_and_their_slots_freed() -> None:
     clock = [1000.0]
-    pipeline = SpanPipeline(PipelineOptions(tenant_cap=2, tenant_join_window_s=0, series_idle_s=60), lambda: clock[0])
     hook = Hook()
-    pipeline.attribution = hook
+    options = PipelineOptions(tenant_cap=2, tenant_join_window_s=0, series_idle_s=60)
+    pipeline = SpanPipeline(options, attribution=hook, clock=lambda: clock[0])
     rng = random.Random(6)
     template = sample_request_spans()[0]
 

@@ -88,7 +88,7 @@ def test_energy_over_an_interval_is_power_times_time_as_the_sampler_sees_it() ->
     clock = Clock(START)
     sim = Simulation(NodeSpec(), scenario("steady"), seed=6, start=START)
     nvml = SimulatedNvml(sim, clock)
-    sampler = GpuSampler(nvml=nvml, clock=clock, xid_events=False)
+    sampler = GpuSampler(nvml=nvml, clock=clock, xid_events=False, energy_every=1)
     run(sim, clock, START + 5.0)
     first = {s.uuid: s for s in sampler.sample_once()}
     run(sim, clock, START + 10.0)

@@ -7,10 +7,12 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter.engine.scraper import ScrapeTarget
 from exporter.gpu.records import GpuIdentity, GpuProcess, GpuSample, GpuView
 from exporter.metrics import catalog
-from exporter.service.settings import InstanceConfig, Settings, load_settings
-from exporter.topology.build import build_source, compute_processes, resolve_mode
+from exporter.service import components
+from exporter.service.settings import Settings, load_settings
+from exporter.topology.build import TopologyOptions, build_source, compute_processes, resolve_mode
 from exporter.topology.collector import TopologyCollector
 from exporter.topology.kubernetes import KubernetesTopology
 from exporter.topology.model import (
@@ -24,7 +26,7 @@ from exporter.topology.model import (
     url_ip,
 )
 from exporter.topology.processes import ComputeProcess, ProcessTopology
-from exporter.topology.static import StaticTopology, instance_from_config, static_instances
+from exporter.topology.static import InstanceConfig, StaticTopology, instance_from_config, static_instances
 
 
 def cfg(**values: object) -> InstanceConfig:
@@ -35,6 +37,11 @@ def cfg(**values: object) -> InstanceConfig:
 def settings(**flags: object) -> Settings:
     """Settings as the command line gives them."""
     return load_settings(dict(flags))
+
+
+def options(**flags: object) -> TopologyOptions:
+    """The topology options those settings give."""
+    return components.topology_options(settings(**flags))
 
 
 # --- peer addresses ---
@@ -133,7 +140,7 @@ def test_static_instances_from_config() -> None:
         service_instance_ids=("llama-0",),
         service_names=("llama-0", "llama"),
     )
-    assert first.metrics_url == "http://127.0.0.1:8000/metrics"
+    assert ScrapeTarget(first.id, first.url).metrics_url == "http://127.0.0.1:8000/metrics"
     assert (second.id, second.model, second.gpus, second.ip) == ("10.0.0.9:8001", None, ("1",), "10.0.0.9")
     assert instance_from_config(cfg(url="https://[fd00::1]/")).id == "[fd00::1]:443"
 
@@ -162,28 +169,28 @@ def test_static_source_is_fresh_and_never_fails() -> None:
 def test_resolve_mode_auto() -> None:
     in_cluster = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     listed = [cfg(url="http://127.0.0.1:8000")]
-    assert resolve_mode(settings(kubernetes_node_name="n1"), in_cluster) == "kubernetes"
-    assert resolve_mode(settings(kubernetes_node_name="n1", kubernetes_api_url="http://127.0.0.1:8001"), {}) == (
+    assert resolve_mode(options(kubernetes_node_name="n1"), in_cluster) == "kubernetes"
+    assert resolve_mode(options(kubernetes_node_name="n1", kubernetes_api_url="http://127.0.0.1:8001"), {}) == (
         "kubernetes"
     )
-    assert resolve_mode(settings(), in_cluster) == "processes"  # in a cluster but no node name
-    assert resolve_mode(settings(instances=listed), {}) == "static"
-    assert resolve_mode(settings(), {}) == "processes"
-    assert resolve_mode(settings(topology_mode="static", kubernetes_node_name="n1"), in_cluster) == "static"
+    assert resolve_mode(options(), in_cluster) == "processes"  # in a cluster but no node name
+    assert resolve_mode(options(instances=listed), {}) == "static"
+    assert resolve_mode(options(), {}) == "processes"
+    assert resolve_mode(options(topology_mode="static", kubernetes_node_name="n1"), in_cluster) == "static"
 
 
 def test_build_source_per_mode() -> None:
     env = {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"}
-    source = build_source(settings(kubernetes_node_name="n1"), environ=env)
+    source = build_source(options(kubernetes_node_name="n1"), environ=env)
     assert isinstance(source, KubernetesTopology)
     assert source.options.api_url == "https://[fd00::1]:6443"
     assert source.options.node_name == "n1"
-    assert isinstance(build_source(settings(instances=[cfg(url="http://h:1")]), environ={}), StaticTopology)
-    assert isinstance(build_source(settings(), environ={}), ProcessTopology)
+    assert isinstance(build_source(options(instances=[cfg(url="http://h:1")]), environ={}), StaticTopology)
+    assert isinstance(build_source(options(), environ={}), ProcessTopology)
     with pytest.raises(TopologyConfigError, match="kubernetes_node_name"):
-        build_source(settings(topology_mode="kubernetes"), environ=env)
+        build_source(options(topology_mode="kubernetes"), environ=env)
     with pytest.raises(TopologyConfigError, match="KUBERNETES_SERVICE_HOST"):
-        build_source(settings(topology_mode="kubernetes", kubernetes_node_name="n1"), environ={})
+        build_source(options(topology_mode="kubernetes", kubernetes_node_name="n1"), environ={})
 
 
 def test_compute_processes_from_gpu_views() -> None:

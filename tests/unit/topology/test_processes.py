@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.topology.processes import (
-    ComputeProcess,
-    ProcessTopology,
-    VllmArgs,
-    discover,
-    is_vllm_server,
-    parse_vllm_args,
-    read_process,
-    server_url,
-)
+from exporter.engine.scraper import ScrapeTarget
+from exporter.topology.processes import ComputeProcess, ProcessTopology, discover, read_process
+from exporter.topology.vllm_args import VllmArgs, is_vllm_server, parse_vllm_args, server_url
 
 LLAMA = ["/usr/bin/python3", "/opt/venv/bin/vllm", "serve", "meta-llama/Llama-3.1-8B", "--port", "8001"]
 LLAMA += ["--served-model-name", "llama-8b", "llama", "--tensor-parallel-size", "2"]
@@ -81,7 +74,7 @@ def test_discover_walks_gpu_processes_up_to_their_api_server(proc_root: Path) ->
     )
     # Every process of the tree sends spans with its own vllm.process_id: all are match keys.
     assert llama.pids == (1000, 1010, 1020, 1021)
-    assert llama.metrics_url == "http://127.0.0.1:8001/metrics"
+    assert ScrapeTarget(llama.id, llama.url).metrics_url == "http://127.0.0.1:8001/metrics"
     assert (qwen.url, qwen.model, qwen.gpus, qwen.pid, qwen.pids) == (
         "http://127.0.0.1:8000",
         "Qwen/Qwen2.5-7B",

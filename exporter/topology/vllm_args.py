@@ -1,0 +1,91 @@
+"""A vLLM API server's command line (a process's argv, or a pod's container command + args): is it vLLM's API
+server, where does it listen, what does it serve. Pure; shared by the /proc and Kubernetes sources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+DEFAULT_PORT = 8000
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+@dataclass(frozen=True, slots=True)
+class VllmArgs:
+    """What the API server's command line says about where it listens and what it serves."""
+
+    port: int = DEFAULT_PORT
+    host: str | None = None
+    served_model_name: str | None = None
+    model: str | None = None
+    tls: bool = False
+
+    @property
+    def model_label(self) -> str | None:
+        """The model_name vLLM itself reports: the first served name, else the model."""
+        return self.served_model_name or self.model
+
+
+def is_vllm_server(argv: Sequence[str]) -> bool:
+    """Whether a command line starts vLLM's OpenAI API server (`vllm serve` or the api_server module)."""
+    for i, arg in enumerate(argv):
+        if arg == API_SERVER_MODULE or arg.endswith("vllm/entrypoints/openai/api_server.py"):
+            return True
+        if os.path.basename(arg) == "vllm" and i + 1 < len(argv) and argv[i + 1] == "serve":
+            return True
+    return False
+
+
+def _option(argv: Sequence[str], name: str) -> tuple[str, ...] | None:
+    """Values of `--name V...` / `--name=V` (last occurrence wins, as with argparse); None when absent."""
+    found: tuple[str, ...] | None = None
+    for i, arg in enumerate(argv):
+        if arg == name:
+            values = []
+            for value in argv[i + 1 :]:
+                if value.startswith("-"):
+                    break
+                values.append(value)
+            found = tuple(values)
+        elif arg.startswith(name + "="):
+            found = (arg[len(name) + 1 :],)
+    return found
+
+
+def parse_vllm_args(argv: Sequence[str]) -> VllmArgs:
+    """Port (default 8000), host, served model name and model from a vLLM server's command line (or a pod's
+    container command + args)."""
+    port = DEFAULT_PORT
+    port_values = _option(argv, "--port")
+    if port_values and port_values[0].isdigit() and 0 < int(port_values[0]) < 65536:
+        port = int(port_values[0])
+    host_values = _option(argv, "--host")
+    # --served-model-name takes several names; vLLM labels its metrics with the first.
+    served = _option(argv, "--served-model-name")
+    model_values = _option(argv, "--model")
+    model = model_values[0] if model_values else None
+    if model is None:
+        for i, arg in enumerate(argv[:-1]):
+            if arg == "serve" and not argv[i + 1].startswith("-"):
+                model = argv[i + 1]
+                break
+    return VllmArgs(
+        port=port,
+        host=host_values[0] if host_values else None,
+        served_model_name=served[0] if served else None,
+        model=model,
+        tls=_option(argv, "--ssl-certfile") is not None,
+    )
+
+
+def server_url(args: VllmArgs) -> str:
+    """Where to reach the server from this host: loopback when it listens on every address."""
+    host = args.host or ""
+    if host in _WILDCARD_HOSTS or host == "localhost":
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = "https" if args.tls else "http"
+    return f"{scheme}://{host}:{args.port}"
