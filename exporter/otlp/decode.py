@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -272,7 +272,8 @@ def _request_record(
         tenant, source = resource_tenant, "resource"
     else:
         source = ""
-    ttft, e2e, queue, prefill, decode, prompt, completion = values
+    ttft, e2e, queue, prefill, decode = cast(list[float], values[:_PROMPT])
+    prompt, completion = cast(list[int], values[_PROMPT:])
     return RequestSpan(
         trace_id,
         span_id,
@@ -283,13 +284,13 @@ def _request_record(
         tenant,
         source,
         request_id[:MAX_LABEL_VALUE_LENGTH],
-        ttft,  # type: ignore[arg-type]
-        e2e,  # type: ignore[arg-type]
-        queue,  # type: ignore[arg-type]
-        prefill,  # type: ignore[arg-type]
-        decode,  # type: ignore[arg-type]
-        prompt,  # type: ignore[arg-type]
-        completion,  # type: ignore[arg-type]
+        ttft,
+        e2e,
+        queue,
+        prefill,
+        decode,
+        prompt,
+        completion,
         instance,
         service,
     )
