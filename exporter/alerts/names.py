@@ -13,8 +13,6 @@ GPU_IDLE_SECONDS = catalog.IDLE_SECONDS.name  # {gpu}
 GPU_UNATTRIBUTED_SECONDS = catalog.UNATTRIBUTED_SECONDS.name  # {gpu, reason}
 IDLE_COST_USD = catalog.IDLE_COST.name  # {gpu}
 UNATTRIBUTED_COST_USD = catalog.UNATTRIBUTED_COST.name  # {gpu, reason}
-IDLE_ENERGY_JOULES = catalog.IDLE_ENERGY.name  # {gpu}
-UNATTRIBUTED_ENERGY_JOULES = catalog.UNATTRIBUTED_ENERGY.name  # {gpu, reason}
 
 # Prometheus's own per-target series (not the exporter's).
 UP = "up"
