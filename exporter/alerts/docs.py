@@ -16,7 +16,7 @@ def _cell(text: str) -> str:
 def all_alerts(spec: AlertSpec) -> list[Alert]:
     """SLO alerts, SLO by SLO, then the cause alerts."""
     alerts = [a for slo in spec.slos for a in rules.slo_alerts(spec, slo)]
-    return alerts + [c.alert for c in causes.causes(spec)]
+    return [*alerts, *causes.table(spec)]
 
 
 def _slos(spec: AlertSpec) -> list[str]:
