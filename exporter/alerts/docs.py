@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from exporter.alerts import causes, fleet, routing, rules
 from exporter.alerts.alert import Alert
-from exporter.alerts.promql import num, percent
+from exporter.alerts.rules import percent
 from exporter.alerts.spec import AlertSpec
 from exporter.alerts.windows import DEFAULT_TIERS, humanize_seconds
+from exporter.metrics.promql import num
 
 
 def _cell(text: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from exporter.alerts import names
 from exporter.alerts.testfile import MODEL, TestGroup, labels_text
 from exporter.metrics import catalog
+from exporter.metrics.promql import rate, sum_by
 
 GROUP = "llm-fleet"
 TOKENS = catalog.TOKENS.name
@@ -28,7 +29,7 @@ KV_TOKENS_RATE = "model_tenant:llm_kv_cache_tokens:rate5m"
 
 
 def _rate(name: str, by: str) -> str:
-    return f"sum by ({by}) (rate({name}[5m]))" if by else f"sum (rate({name}[5m]))"
+    return sum_by(by, rate(name, "5m"))
 
 
 def _or_zero(name: str) -> str:

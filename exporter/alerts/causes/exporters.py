@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from exporter.alerts import names
 from exporter.alerts.causes.row import Case, Cause, gpu_labels, series
-from exporter.alerts.promql import selector
 from exporter.alerts.testfile import INSTANCE
 from exporter.metrics import catalog
+from exporter.metrics.promql import selector
 
 _RECEIVED, _DROPPED = catalog.SPANS_RECEIVED.name, catalog.SPANS_DROPPED.name
 _REJECTED, _UNATTRIBUTED = catalog.SPANS_REJECTED.name, names.GPU_UNATTRIBUTED_SECONDS
