@@ -4,11 +4,13 @@ Every selector goes through `sel`, so a metric is named once (in the catalog or 
 exactly the variable filters its labels allow: `model`/`tenant` where the series has them, and the scrape's
 target labels `namespace`/`node` on the exporter's own series (recording rules aggregate them away). With the
 variables' "All" value `.*`, a matcher such as `namespace=~".*"` also matches a series without the label.
-The text itself comes from `exporter.metrics.promql`, as the rules' does.
+The text itself comes from `exporter.metrics.promql`, as the rules' does, and a recording rule's labels from
+its level as the rules name it (`exporter.alerts.names.LEVELS`).
 """
 
 from __future__ import annotations
 
+from exporter.alerts import names
 from exporter.metrics import catalog
 from exporter.metrics import promql as base
 from exporter.metrics.catalog import MetricSpec
@@ -19,21 +21,11 @@ TARGET_LABELS = ("namespace", "node")  # added by the ServiceMonitor/PodMonitor 
 VARIABLE_LABELS = ("model", "tenant")
 BUILTIN = ("ALERTS",)  # Prometheus's own series the dashboards read
 
-# Recording rules name their aggregation level before the first colon (level:metric:operations).
-_LEVEL_LABELS: dict[str, tuple[str, ...]] = {
-    "model_tenant_type": ("model", "tenant", "type"),
-    "model_tenant": ("model", "tenant"),
-    "model": ("model",),
-    "slo": ("model", "slo"),
-    "fleet": (),
-    "instance": ("instance",),
-}
-
 
 def labels_of(name: str) -> tuple[tuple[str, ...], bool]:
     """(labels a series has, whether it is the exporter's raw series carrying the scrape's target labels)."""
     if ":" in name:
-        return _LEVEL_LABELS.get(name.split(":", 1)[0], ()), False
+        return names.LEVELS.get(names.level(name), ()), False
     if name in BUILTIN:
         return ("alertname", "alertstate", "severity", "slo", "model"), False
     for suffix in ("_bucket", "_count", "_sum"):
