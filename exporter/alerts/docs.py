@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from exporter.alerts import causes, fleet, routing, rules
 from exporter.alerts.alert import Alert
-from exporter.alerts.promql import num, percent
+from exporter.alerts.rules import percent
 from exporter.alerts.spec import AlertSpec
 from exporter.alerts.windows import DEFAULT_TIERS, humanize_seconds
+from exporter.metrics.promql import num
 
 
 def _cell(text: str) -> str:
@@ -16,7 +17,7 @@ def _cell(text: str) -> str:
 def all_alerts(spec: AlertSpec) -> list[Alert]:
     """SLO alerts, SLO by SLO, then the cause alerts."""
     alerts = [a for slo in spec.slos for a in rules.slo_alerts(spec, slo)]
-    return alerts + [c.alert for c in causes.causes(spec)]
+    return [*alerts, *causes.table(spec)]
 
 
 def _slos(spec: AlertSpec) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from exporter.alerts import names
 from exporter.alerts.testfile import MODEL, TestGroup, labels_text
 from exporter.metrics import catalog
+from exporter.metrics.promql import rate, sum_by
 
 GROUP = "llm-fleet"
 TOKENS = catalog.TOKENS.name
@@ -25,10 +26,13 @@ ALLOCATION_FACTOR = "instance:llm_cost_allocation_factor:rate5m"
 ALLOCATED_COST_RATE = "model_tenant:llm_cost_usd:allocated_rate5m"
 KV_FREE = "model:llm_kv_cache_free_tokens:sum"
 KV_TOKENS_RATE = "model_tenant:llm_kv_cache_tokens:rate5m"
+# Recorded series the dashboards read.
+ALLOCATED_USD_PER_MILLION = "model_tenant:llm_usd_per_million_tokens:allocated_rate5m"
+KV_HEADROOM = "model:llm_kv_cache_headroom:ratio"
 
 
 def _rate(name: str, by: str) -> str:
-    return f"sum by ({by}) (rate({name}[5m]))" if by else f"sum (rate({name}[5m]))"
+    return sum_by(by, rate(name, "5m"))
 
 
 def _or_zero(name: str) -> str:
@@ -68,7 +72,7 @@ RECORDS: tuple[Record, ...] = (
         "$/s with each node's idle and unattributed cost shared among its users in proportion to their usage.",
     ),
     Record(
-        "model_tenant:llm_usd_per_million_tokens:allocated_rate5m",
+        ALLOCATED_USD_PER_MILLION,
         f"1e6 * {ALLOCATED_COST_RATE} / {TOKENS_RATE}",
         "$ per million tokens, allocation basis: what the GPUs cost, idle time included.",
     ),
@@ -95,7 +99,7 @@ RECORDS: tuple[Record, ...] = (
         "KV-cache headroom: tokens that still fit, summed over the model's engines.",
     ),
     Record(
-        "model:llm_kv_cache_headroom:ratio",
+        KV_HEADROOM,
         f"{KV_FREE}\n/\nsum by (model) ({KV_CAPACITY})",
         "KV-cache headroom as a share of the model's capacity.",
     ),
@@ -110,6 +114,7 @@ RECORDS: tuple[Record, ...] = (
         "Each tenant's share of its model's KV-cache capacity.",
     ),
 )
+assert {names.level(r.record) for r in RECORDS} <= set(names.LEVELS), "every record's level needs its labels"
 
 
 def rule_file() -> dict[str, Any]:

@@ -13,11 +13,26 @@ GPU_IDLE_SECONDS = catalog.IDLE_SECONDS.name  # {gpu}
 GPU_UNATTRIBUTED_SECONDS = catalog.UNATTRIBUTED_SECONDS.name  # {gpu, reason}
 IDLE_COST_USD = catalog.IDLE_COST.name  # {gpu}
 UNATTRIBUTED_COST_USD = catalog.UNATTRIBUTED_COST.name  # {gpu, reason}
-IDLE_ENERGY_JOULES = catalog.IDLE_ENERGY.name  # {gpu}
-UNATTRIBUTED_ENERGY_JOULES = catalog.UNATTRIBUTED_ENERGY.name  # {gpu, reason}
 
 # Prometheus's own per-target series (not the exporter's).
 UP = "up"
+
+# Recording rules (rules.py, fleet.py) are named level:metric:operations; the level names the labels their series
+# keep, which is what the dashboards filter on.
+LEVELS: dict[str, tuple[str, ...]] = {
+    "model_tenant_type": ("model", "tenant", "type"),
+    "model_tenant": ("model", "tenant"),
+    "model": ("model",),
+    "slo": ("model", "slo"),  # `slo` and the SLO's group_by labels: model unless a spec says otherwise
+    "fleet": (),
+    "instance": ("instance",),
+}
+
+
+def level(record: str) -> str:
+    """The level of a recorded series' name: `model_tenant` in `model_tenant:llm_tokens:rate5m`."""
+    return record.split(":", 1)[0]
+
 
 # The latency histograms an SLO may name, by short name: time_to_first_token, time_per_output_token, queue, ...
 LATENCY_METRICS: dict[str, catalog.MetricSpec] = {

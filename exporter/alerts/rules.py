@@ -6,10 +6,10 @@ from typing import Any
 
 from exporter.alerts.alert import Alert
 from exporter.alerts.names import bucket, count
-from exporter.alerts.promql import TOLERANCE, camel, le_matcher, num, percent, selector, sum_by
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.windows import DEFAULT_TIERS, BurnTier, format_duration, humanize_seconds, sli_windows
 from exporter.metrics import catalog
+from exporter.metrics.promql import le_matcher, num, rate, selector, sum_by
 
 # Recorded series, one per SLO (label `slo`) and value of its group_by labels; `{w}` is the window (5m, 1h, ...).
 REQUESTS = "slo:sli_requests:rate{w}"  # requests/s the SLI counts
@@ -18,6 +18,10 @@ RATIO = "slo:sli_error:ratio_rate{w}"  # bad / all
 BURN = "slo:burn_rate:ratio_rate{w}"  # error ratio / error budget: 1 spends exactly the budget over the period
 BUDGET_LEFT = "slo:error_budget_remaining:ratio"  # 1 - budget spent over the period (negative once overspent)
 BUDGET_WINDOW = 300  # the budget sums the 5m series over the period: request-weighted and cheap
+
+# A burn exactly at a tier's factor must fire (that is what steady traffic at factor x budget produces), whatever
+# the last floating-point bit of rate() does; one part in a million is far below any meaningful burn rate.
+TOLERANCE = "0.999999"
 
 # Availability: what a failed request is. The SLI reads vLLM's OpenAI API responses (POST /v1/*) and its finish
 # reasons. Bad: 5xx (server errors, and vLLM's 503 for requests refused at admission for capacity, which are also
@@ -45,6 +49,16 @@ AVAILABILITY_ACTION = (
 )
 
 
+def camel(name: str) -> str:
+    """`ttft_chat` -> `TtftChat`, for alert names."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def percent(ratio: float) -> str:
+    """0.144 -> `14.4%`, 0.001 -> `0.1%`, for alert and docs texts."""
+    return f"{ratio * 100:.4g}%"
+
+
 def windows() -> tuple[str, ...]:
     """The SLI windows as durations: 5m, 30m, 1h, 2h, 6h, 1d, 3d."""
     return tuple(format_duration(w) for w in sli_windows())
@@ -53,9 +67,9 @@ def windows() -> tuple[str, ...]:
 def requests_expr(slo: SloSpec, window: str) -> str:
     """Requests/s the SLI counts over `window`, by the SLO's group_by labels."""
     if slo.sli == "latency":
-        return sum_by(slo.group_by, f"rate({count(slo.histogram)}[{window}])")
+        return sum_by(slo.group_by, rate(count(slo.histogram), window))
     http = selector(catalog.ENGINE_HTTP_RESPONSES.name, status_class="~" + GOOD_OR_SERVER_ERROR)
-    return sum_by(slo.group_by, f"rate({http}[{window}])")
+    return sum_by(slo.group_by, rate(http, window))
 
 
 def errors_expr(slo: SloSpec, window: str) -> str:
@@ -63,12 +77,12 @@ def errors_expr(slo: SloSpec, window: str) -> str:
     if slo.sli == "latency":
         assert slo.threshold_seconds is not None
         good = f"{bucket(slo.histogram)}{{{le_matcher(slo.threshold_seconds)}}}"
-        total = sum_by(slo.group_by, f"rate({count(slo.histogram)}[{window}])")
-        return f"{total}\n-\n{sum_by(slo.group_by, f'rate({good}[{window}])')}"
+        total = sum_by(slo.group_by, rate(count(slo.histogram), window))
+        return f"{total}\n-\n{sum_by(slo.group_by, rate(good, window))}"
     # `or` unions the two: their label sets differ (status_class vs finished_reason), so nothing is dropped.
     http = selector(catalog.ENGINE_HTTP_RESPONSES.name, status_class=SERVER_ERROR)
     failed = selector(catalog.ENGINE_FINISHED.name, finished_reason=ENGINE_ERROR)
-    return sum_by(slo.group_by, f"\n  rate({http}[{window}])\n  or\n  rate({failed}[{window}])\n")
+    return sum_by(slo.group_by, f"\n  {rate(http, window)}\n  or\n  {rate(failed, window)}\n")
 
 
 def _on(slo: SloSpec, name: str) -> str:
@@ -185,8 +199,8 @@ def bucket_missing_alert(slo: SloSpec) -> Alert:
     return Alert(
         name=f"LLM{camel(slo.name)}ThresholdBucketMissing",
         severity="ticket",
-        expr=f"{sum_by(slo.group_by, f'rate({count(slo.histogram)}[1h])')} > 0\nunless {on}\n"
-        f"{sum_by(slo.group_by, f'rate({good}[1h])')}",
+        expr=f"{sum_by(slo.group_by, rate(count(slo.histogram), '1h'))} > 0\nunless {on}\n"
+        f"{sum_by(slo.group_by, rate(good, '1h'))}",
         for_="15m",
         summary=f"{_who(slo)}: no {slo.threshold_seconds:g} s bucket in {slo.histogram.name}; the {slo.name} SLO is "
         "blind",

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from exporter.alerts import rules
 from exporter.alerts.names import bucket, count
-from exporter.alerts.promql import le_values, python_le
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.testfile import GROUP_VALUES, INSTANCE, TestGroup, labels_text, number, render, with_labels
 from exporter.alerts.tests_gen import START
 from exporter.metrics import catalog
+from exporter.metrics.promql import le_values, python_le
 
 
 def _latency_series(spec: AlertSpec, slo: SloSpec, instance: str, le: str | None) -> str:

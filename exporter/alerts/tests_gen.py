@@ -20,11 +20,11 @@ from typing import Any
 from exporter.alerts import promrate, rules
 from exporter.alerts.alert import Alert
 from exporter.alerts.names import bucket, count
-from exporter.alerts.promql import TOLERANCE, num, python_le
 from exporter.alerts.spec import AlertSpec, SloSpec
 from exporter.alerts.testfile import GROUP_VALUES, INSTANCE, TestGroup, labels_text, notation, render, with_labels
 from exporter.alerts.windows import DEFAULT_TIERS, BurnTier, format_duration
 from exporter.metrics import catalog
+from exporter.metrics.promql import num, python_le
 
 START = 100_000.0  # counters start high, as on a long-running exporter: no extrapolation towards zero
 SAMPLES_PER_SHORT = 6  # a sample every S/6: about 150 evaluations per test group whatever the tier
@@ -218,8 +218,8 @@ def tier_groups(spec: AlertSpec, slo: SloSpec, tier: BurnTier) -> list[TestGroup
     for at in (t0 + tier.long_s, end):
         silent.expect_alerts(at, alert.name, [])
     labels = {**group, "slo": slo.name}
-    silent.expect_value(end, f"{burn_expr} >= bool {num(factor / 2)} * {TOLERANCE}", labels, 1)
-    silent.expect_value(end, f"{burn_expr} >= bool {num(factor)} * {TOLERANCE}", labels, 0)
+    silent.expect_value(end, f"{burn_expr} >= bool {num(factor / 2)} * {rules.TOLERANCE}", labels, 1)
+    silent.expect_value(end, f"{burn_expr} >= bool {num(factor)} * {rules.TOLERANCE}", labels, 0)
     groups.append(silent)
 
     if tier.severity == "page" and slo.min_request_rate > 0:
@@ -233,7 +233,7 @@ def tier_groups(spec: AlertSpec, slo: SloSpec, tier: BurnTier) -> list[TestGroup
         )
         at = tier.long_s + tier.short_s
         guard.expect_alerts(at, alert.name, [])
-        guard.expect_value(at, f"{burn_expr} >= bool {num(factor)} * {TOLERANCE}", labels, 1)
+        guard.expect_value(at, f"{burn_expr} >= bool {num(factor)} * {rules.TOLERANCE}", labels, 1)
         requests = rules.REQUESTS.format(w=tier.long) + f'{{slo="{slo.name}"}}'
         guard.expect_value(at, f"{requests} < bool {num(slo.min_request_rate)}", labels, 1)
         groups.append(guard)

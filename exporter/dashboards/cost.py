@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.alerts import fleet
 from exporter.dashboards import promql as q
 from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
@@ -34,7 +35,7 @@ def spec() -> DashboardSpec:
             "Dollars per million tokens with each node's idle and unattributed cost shared among its users in "
             "proportion to their usage: what the GPUs really cost per token (fleet recording rule over 5m; "
             "filtered by model and tenant).",
-            (Query(q.sel("model_tenant:llm_usd_per_million_tokens:allocated_rate5m"), "{{model}} {{tenant}}"),),
+            (Query(q.sel(fleet.ALLOCATED_USD_PER_MILLION), "{{model}} {{tenant}}"),),
             unit="currencyUSD",
         ),
         PanelSpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.alerts import fleet
 from exporter.dashboards import promql as q
 from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
@@ -87,7 +88,7 @@ def spec() -> DashboardSpec:
             "across its engines (fleet recording rule; filtered by model only)." + FILTERS,
             (
                 Query(f"max by ({engine}) ({q.sel(c.ENGINE_KV_USAGE)})", "usage {{vllm_instance}}"),
-                Query(q.sel("model:llm_kv_cache_headroom:ratio"), "headroom {{model}}"),
+                Query(q.sel(fleet.KV_HEADROOM), "headroom {{model}}"),
             ),
             unit="percentunit",
             w=8,

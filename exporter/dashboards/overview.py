@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.alerts import rules
 from exporter.dashboards import promql as q
 from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
@@ -72,7 +73,7 @@ def spec() -> DashboardSpec:
             "SLO budget remaining",
             "Error budget left per SLO and model over the 30-day SLO period (1 = untouched, 0 = spent, below 0 = "
             "overspent). Red flags here lead to the SLOs dashboard. Filtered by model.",
-            (Query(q.sel("slo:error_budget_remaining:ratio"), "{{slo}} {{model}}"),),
+            (Query(q.sel(rules.BUDGET_LEFT), "{{slo}} {{model}}"),),
             kind="stat",
             unit="percentunit",
             w=5,
@@ -140,7 +141,7 @@ def spec() -> DashboardSpec:
             "SLO burn rate (1h)",
             "How fast each SLO spends its error budget over the last hour (1 = exactly on budget over 30 days; "
             "the page fires at 14.4 together with the 5m window). Filtered by model.",
-            (Query(q.sel("slo:burn_rate:ratio_rate1h"), "{{slo}} {{model}}"),),
+            (Query(q.sel(rules.BURN.format(w="1h")), "{{slo}} {{model}}"),),
             w=24,
             h=7,
         ),

@@ -4,11 +4,15 @@ Every selector goes through `sel`, so a metric is named once (in the catalog or 
 exactly the variable filters its labels allow: `model`/`tenant` where the series has them, and the scrape's
 target labels `namespace`/`node` on the exporter's own series (recording rules aggregate them away). With the
 variables' "All" value `.*`, a matcher such as `namespace=~".*"` also matches a series without the label.
+The text itself comes from `exporter.metrics.promql`, as the rules' does, and a recording rule's labels from
+its level as the rules name it (`exporter.alerts.names.LEVELS`).
 """
 
 from __future__ import annotations
 
+from exporter.alerts import names
 from exporter.metrics import catalog
+from exporter.metrics import promql as base
 from exporter.metrics.catalog import MetricSpec
 
 RATE = "$__rate_interval"  # Grafana's rate window; the live test and the preview put a concrete one in
@@ -17,49 +21,39 @@ TARGET_LABELS = ("namespace", "node")  # added by the ServiceMonitor/PodMonitor 
 VARIABLE_LABELS = ("model", "tenant")
 BUILTIN = ("ALERTS",)  # Prometheus's own series the dashboards read
 
-# Recording rules name their aggregation level before the first colon (level:metric:operations).
-_LEVEL_LABELS: dict[str, tuple[str, ...]] = {
-    "model_tenant_type": ("model", "tenant", "type"),
-    "model_tenant": ("model", "tenant"),
-    "model": ("model",),
-    "slo": ("model", "slo"),
-    "fleet": (),
-    "instance": ("instance",),
-}
-
 
 def labels_of(name: str) -> tuple[tuple[str, ...], bool]:
     """(labels a series has, whether it is the exporter's raw series carrying the scrape's target labels)."""
     if ":" in name:
-        return _LEVEL_LABELS.get(name.split(":", 1)[0], ()), False
+        return names.LEVELS.get(names.level(name), ()), False
     if name in BUILTIN:
         return ("alertname", "alertstate", "severity", "slo", "model"), False
     for suffix in ("_bucket", "_count", "_sum"):
-        base = name.removesuffix(suffix)
-        if base != name and base in catalog.BY_NAME:
-            return catalog.BY_NAME[base].labels, True
+        histogram = name.removesuffix(suffix)
+        if histogram != name and histogram in catalog.BY_NAME:
+            return catalog.BY_NAME[histogram].labels, True
     return catalog.BY_NAME[name].labels, True
 
 
 def sel(metric: MetricSpec | str, suffix: str = "", **match: str) -> str:
-    """`name{...}`: the given matchers (`value` exact, `~value` regex) plus the variable filters its labels allow."""
+    """`name{...}`: the given matchers (as `base.matcher` reads them) plus the variable filters its labels allow."""
     name = (metric.name if isinstance(metric, MetricSpec) else metric) + suffix
     labels, raw = labels_of(name)
-    parts = [f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in match.items()]
-    parts += [f'{k}=~"${k}"' for k in VARIABLE_LABELS if k in labels and k not in match]
+    parts = [base.matcher(k, v) for k, v in match.items()]
+    parts += [base.matcher(k, f"~${k}") for k in VARIABLE_LABELS if k in labels and k not in match]
     if raw:
-        parts += [f'{k}=~"${k}"' for k in TARGET_LABELS]
-    return f"{name}{{{', '.join(parts)}}}"
+        parts += [base.matcher(k, f"~${k}") for k in TARGET_LABELS]
+    return f"{name}{{{', '.join(parts)}}}"  # `, ` between matchers, as the dashboards have always written them
 
 
 def rate(metric: MetricSpec | str, by: str = "", suffix: str = "", window: str = RATE, **match: str) -> str:
     """`sum by (by) (rate(sel[window]))`; `sum (...)` when `by` is empty."""
-    return f"sum{f' by ({by})' if by else ''} (rate({sel(metric, suffix, **match)}[{window}]))"
+    return base.sum_by(by, base.rate(sel(metric, suffix, **match), window))
 
 
 def increase(metric: MetricSpec | str, by: str = "", window: str = RANGE, **match: str) -> str:
     """`sum by (by) (increase(sel[window]))`, over the dashboard's range by default."""
-    return f"sum{f' by ({by})' if by else ''} (increase({sel(metric, **match)}[{window}]))"
+    return base.sum_by(by, base.increase(sel(metric, **match), window))
 
 
 def quantile(q: float, hist: MetricSpec, by: str = "") -> str:

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from exporter.alerts import names, promql
+from exporter.alerts import names
 from exporter.alerts.generate import generate
 from exporter.alerts.spec import load_spec
-from exporter.metrics import catalog
+from exporter.metrics import catalog, promql
 from tests.support.procs import EXPORTER_BIN, REPO
 
 ALERTS = REPO / "alerts"
