@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from exporter.alerts import causes, docs, fleet, routing, rules, sli_tests, tests_gen, timescale
 from exporter.alerts.spec import AlertSpec
@@ -11,6 +12,7 @@ from exporter.alerts.windows import DEFAULT_TIERS
 from exporter.alerts.yamlout import PREFIX, dump, header
 
 RULES_DIR, TESTS_DIR = "rules", "tests"
+EXPORTER_SETTINGS = "exporter-settings.yaml"
 
 
 def generate(spec: AlertSpec, spec_name: str) -> dict[str, str]:
@@ -37,8 +39,19 @@ def generate(spec: AlertSpec, spec_name: str) -> dict[str, str]:
         spec_name, ["../rules/fleet.rules.yaml"], 60, [fleet.GROUP], fleet.test_groups()
     )
     files["alertmanager.yaml"] = head + dump(routing.config(spec))
+    files[EXPORTER_SETTINGS] = head + dump(exporter_settings(spec))
     files["README.md"] = docs.readme(spec, spec_name)
     return dict(sorted(files.items()))
+
+
+def exporter_settings(spec: AlertSpec) -> dict[str, Any]:
+    """What the exporters must run with for these rules: every latency SLO threshold among its metric's bucket
+    edges (the Helm chart puts this into the exporter's config, so the spec and the exporter never disagree)."""
+    thresholds: dict[str, set[float]] = {}
+    for slo in spec.slos:
+        if slo.metric is not None and slo.threshold_seconds is not None:
+            thresholds.setdefault(slo.metric, set()).add(slo.threshold_seconds)
+    return {"slo_latency_thresholds": {metric: sorted(values) for metric, values in sorted(thresholds.items())}}
 
 
 def _compressed(spec: AlertSpec, spec_name: str) -> dict[str, str]:
@@ -49,6 +62,7 @@ def _compressed(spec: AlertSpec, spec_name: str) -> dict[str, str]:
     files[f"{RULES_DIR}/fleet.rules.yaml"] = fleet.rule_file()
     out = {path: head + dump(timescale.compress_rules(data, scale)) for path, data in files.items()}
     out["alertmanager.yaml"] = head + dump(timescale.compress_alertmanager(routing.config(spec), scale))
+    out[EXPORTER_SETTINGS] = head + dump(exporter_settings(spec))
     readme = docs.readme(spec, spec_name)
     title, _, rest = readme.partition("\n")
     out["README.md"] = f"{title}\n\n> {timescale.note(scale).removeprefix('# ').strip()}\n{rest}"

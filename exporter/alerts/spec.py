@@ -15,8 +15,12 @@ from exporter.alerts.timescale import MAX_TIME_SCALE, MIN_SCALED_WINDOW_S
 from exporter.alerts.windows import DEFAULT_TIERS, format_duration, parse_duration, sli_windows
 from exporter.metrics import catalog
 
-# Labels an SLO may group by: those present on every series its SLI reads.
-LATENCY_GROUP_LABELS = catalog.TTFT.labels  # model, tenant
+# Labels an SLO may group by: those present on every series its SLI reads. A latency SLO grouped by tenant reads
+# the per-tenant histogram, which exists for TTFT and TPOT only (the rest are kept per model).
+TENANT_LATENCY_METRICS: dict[str, catalog.MetricSpec] = {
+    "time_to_first_token": catalog.TENANT_TTFT,
+    "time_per_output_token": catalog.TENANT_TPOT,
+}
 AVAILABILITY_GROUP_LABELS = tuple(
     label for label in catalog.ENGINE_HTTP_RESPONSES.labels if label in catalog.ENGINE_FINISHED.labels
 )  # vllm_instance, model
@@ -34,12 +38,12 @@ class SloSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Short id: the `slo` label and part of alert names.")
     sli: Literal["latency", "availability"]
     metric: str | None = Field(None, description="Latency SLIs: the histogram (time_to_first_token, ...).")
+    group_by: list[str] = Field(default_factory=lambda: ["model"], description="One SLO per value of these labels.")
     buckets: list[float] | None = Field(
         None, description="Latency SLIs: the histogram's bucket edges if the exporter runs with --buckets.*."
     )
     threshold_seconds: float | None = Field(None, description="Latency SLIs: a request slower than this is bad.")
     objective: float = Field(description="Share of requests that must be good over the period, e.g. 0.99.")
-    group_by: list[str] = Field(default_factory=lambda: ["model"], description="One SLO per value of these labels.")
     min_request_rate: float = Field(0.0, ge=0, description="Requests/s under which the SLO does not page.")
     description: str = Field("", description="What the SLO promises, for the docs.")
 
@@ -80,7 +84,7 @@ class SloSpec(BaseModel):
         metric = info.data.get("metric")
         if metric not in LATENCY_METRICS or "buckets" not in info.data:
             return value  # the metric or buckets error is reported already
-        spec = LATENCY_METRICS[metric]
+        spec = _histogram(metric, info.data.get("group_by", ["model"]))
         edges = info.data["buckets"] or list(spec.default_buckets)
         if value not in edges:
             below = [b for b in edges if b < value][-1:]
@@ -90,7 +94,8 @@ class SloSpec(BaseModel):
             raise ValueError(
                 f"{value:g} s is not a bucket edge of {spec.name} ({source}; nearest: {near}): the SLI counts "
                 "requests per bucket, so the threshold must be an edge. Pick an edge, or if the exporter runs "
-                "with other --buckets.*, give them as `buckets`"
+                "with other --buckets.* (or slo_latency_thresholds, which the Helm chart fills from this spec), "
+                "give its edges as `buckets`"
             )
         return value
 
@@ -116,11 +121,16 @@ class SloSpec(BaseModel):
     @classmethod
     def _group_by(cls, value: list[str], info: ValidationInfo) -> list[str]:
         sli = info.data.get("sli")
-        allowed = LATENCY_GROUP_LABELS if sli == "latency" else AVAILABILITY_GROUP_LABELS
+        metric = info.data.get("metric")
+        if sli == "latency":
+            allowed: tuple[str, ...] = ("model", "tenant") if metric in TENANT_LATENCY_METRICS else ("model",)
+        else:
+            allowed = AVAILABILITY_GROUP_LABELS
         unknown = [label for label in value if label not in allowed]
         if sli is not None and unknown:
             raise ValueError(
                 f"cannot group this {sli} SLO by {', '.join(unknown)}: its series carry {', '.join(allowed)}"
+                + (" (per tenant the exporter keeps TTFT and TPOT only)" if "tenant" in unknown else "")
             )
         if len(set(value)) != len(value):
             raise ValueError("group_by lists a label twice")
@@ -128,9 +138,9 @@ class SloSpec(BaseModel):
 
     @property
     def histogram(self) -> catalog.MetricSpec:
-        """The latency histogram (latency SLOs only)."""
+        """The latency histogram (latency SLOs only): per tenant when grouped by tenant, else per model."""
         assert self.metric is not None, "availability SLOs have no histogram"
-        return LATENCY_METRICS[self.metric]
+        return _histogram(self.metric, self.group_by)
 
     @property
     def budget(self) -> float:
@@ -148,6 +158,11 @@ class SloSpec(BaseModel):
         if self.threshold_seconds is None:
             return "answered without a server or engine error"
         return f"{self.title} <= {self.threshold_seconds:g} s"
+
+
+def _histogram(metric: str, group_by: list[str]) -> catalog.MetricSpec:
+    """The histogram a latency SLI reads: the per-tenant one when it is grouped by tenant."""
+    return TENANT_LATENCY_METRICS[metric] if "tenant" in group_by else LATENCY_METRICS[metric]
 
 
 class RoutingSpec(BaseModel):

@@ -146,6 +146,7 @@ class Attributor:
         self._unassigned_until: dict[str, tuple[float, float]] = {}  # gpu -> (time, energy) last counted idle
         self.pending: list[tuple[str, RequestSpan, str]] = []  # (instance, span, tenant) waiting for intervals
         self.attributed: dict[tuple[str, str, str], Amount] = {}  # (model, tenant, phase)
+        self.by_phase: dict[tuple[str, str], Amount] = {}  # (model, phase): kept when tenants are forgotten
         self.idle: dict[str, Amount] = {}  # gpu
         self.unattributed: dict[tuple[str, str], Amount] = {}  # (gpu, reason)
         self.measured: dict[str, Amount] = {}  # gpu
@@ -230,9 +231,13 @@ class Attributor:
             self.idle.setdefault(gpu, Amount()).add(amount)
 
     def forget(self, series: set[tuple[str, str]]) -> None:
-        """Drop the attributed totals of these (model, tenant) pairs (their requests went idle)."""
+        """Drop the attributed totals of these (model, tenant) pairs (their requests went idle), and a model's
+        phase totals once no charged pair of it is left."""
         for key in [k for k in self.attributed if (k[0], k[1]) in series]:
             del self.attributed[key]
+        gone = {model for model, _ in series} - {model for model, _, _ in self.attributed}
+        for model_phase in [k for k in self.by_phase if k[0] in gone]:
+            del self.by_phase[model_phase]
 
     def forget_assigned(self, gpus: Iterable[str]) -> None:
         """GPUs that now belong to an instance stop being counted as unassigned."""
@@ -318,6 +323,7 @@ class Attributor:
                     self.attributed_by_gpu.setdefault(gpu, Amount()).add(amount, share)
         for phase, amount in by_phase.items():
             self.attributed.setdefault((span.model, tenant, phase), Amount()).add(amount)
+            self.by_phase.setdefault((span.model, phase), Amount()).add(amount)
         self.spans["charged" if complete else "partial"] += 1
         return Charge(span, tenant, by_phase, complete)
 

@@ -32,12 +32,26 @@ class AttributionCollector(Collector):
         if self.stage.forwarder is not None:
             for outcome, count in sorted(self.stage.forwarder.counts().items()):
                 forwarded.add_metric([outcome], count)
+        by_phase = (
+            counter(catalog.GPU_SECONDS_BY_PHASE),
+            counter(catalog.ENERGY_BY_PHASE),
+            counter(catalog.COST_BY_PHASE),
+        )
         a = self.stage.attributor
         with self.stage.lock:
-            for (model, tenant, phase), amount in sorted(a.attributed.items()):
-                seconds.add_metric([model, tenant, phase], amount.gpu_seconds)
-                joules.add_metric([model, tenant, phase], amount.joules)
-                usd.add_metric([model, tenant, phase], amount.usd)
+            pairs: dict[tuple[str, str], list[float]] = {}
+            for (model, tenant, _), amount in a.attributed.items():
+                total = pairs.setdefault((model, tenant), [0.0, 0.0, 0.0])
+                total[0] += amount.gpu_seconds
+                total[1] += amount.joules
+                total[2] += amount.usd
+            for (model, tenant), (gpu_seconds, energy, dollars) in sorted(pairs.items()):
+                seconds.add_metric([model, tenant], gpu_seconds)
+                joules.add_metric([model, tenant], energy)
+                usd.add_metric([model, tenant], dollars)
+            for (model, phase), amount in sorted(a.by_phase.items()):
+                for family, value in zip(by_phase, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
+                    family.add_metric([model, phase], value)
             for gpu, amount in sorted(a.idle.items()):
                 for family, value in zip(idle, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
                     family.add_metric([gpu], value)
@@ -48,4 +62,4 @@ class AttributionCollector(Collector):
                 pending.add_metric([gpu], a.pending_amount(gpu).joules)
             for outcome, count in sorted(a.spans.items()):
                 outcomes.add_metric([outcome], count)
-        yield from (seconds, joules, usd, *idle, *lost, pending, outcomes, forwarded)
+        yield from (seconds, joules, usd, *by_phase, *idle, *lost, pending, outcomes, forwarded)

@@ -10,14 +10,16 @@ from exporter.metrics import catalog as c
 
 UID = "llm-cost-energy"
 _MT = "model, tenant"
-_PER_MT = f"\n/ on ({_MT}) group_left ()\n"
 
 
 def _per_token(spec: c.MetricSpec, by: str) -> str:
-    """rate(spec) by `by` / tokens by model and tenant: per phase the phase's share of the per-token figure."""
-    if by == _MT:
-        return q.ratio(q.rate(spec, by), q.rate(c.TOKENS, by))
-    return f"({q.rate(spec, by)}){_PER_MT}({q.rate(c.TOKENS, _MT)})"
+    """rate(spec) by `by` / tokens by the same labels."""
+    return q.ratio(q.rate(spec, by), q.rate(c.TOKENS, by))
+
+
+def _per_token_by_phase(spec: c.MetricSpec) -> str:
+    """rate(spec) by model and phase / tokens by model: per phase the phase's share of the per-token figure."""
+    return f"({q.rate(spec, 'model, phase')})\n/ on (model) group_left ()\n({q.rate(c.TOKENS, 'model')})"
 
 
 def spec() -> DashboardSpec:
@@ -40,9 +42,10 @@ def spec() -> DashboardSpec:
         ),
         PanelSpec(
             "$ per million tokens by phase",
-            "Usage-basis dollars per million tokens split into prefill and decode: which phase dominates the bill "
-            "(long prompts: prefill; long answers: decode)." + FILTERS,
-            (Query(f"1e6 * {_per_token(c.COST, f'{_MT}, phase')}", "{{model}} {{tenant}} {{phase}}"),),
+            "Usage-basis dollars per million tokens of each model split into prefill and decode: which phase "
+            "dominates the bill (long prompts: prefill; long answers: decode). Kept per model, not per tenant (it "
+            "would double the per-tenant cost series)." + FILTERS,
+            (Query(f"1e6 * {_per_token_by_phase(c.COST_BY_PHASE)}", "{{model}} {{phase}}"),),
             unit="currencyUSD",
         ),
         PanelSpec(

@@ -57,16 +57,17 @@ def spec() -> DashboardSpec:
         panels.append(_percentiles(hist))
     for hist in c.LATENCY_HISTOGRAMS:
         panels.append(_heatmap(hist))
-    for hist in (c.TTFT, c.TPOT, c.E2E):
+    for tenant_hist, hist in ((c.TENANT_TTFT, c.TTFT), (c.TENANT_TPOT, c.TPOT)):
         name, _ = _NAMES[hist]
         panels.append(
             PanelSpec(
                 f"{name} p95 by model and tenant",
                 f"95th percentile of {name} per model and tenant: which tenant's traffic is slow (long prompts, "
-                "bursts) and whether it is one model or all." + FILTERS,
-                (Query(q.quantile(0.95, hist, "model, tenant"), "{{model}} {{tenant}}"),),
+                "bursts) and whether it is one model or all. Interpolated between the few per-tenant bucket edges "
+                "(they hold the SLO thresholds), so read it as a band, not a point." + FILTERS,
+                (Query(q.quantile(0.95, tenant_hist, "model, tenant"), "{{model}} {{tenant}}"),),
                 unit="s",
-                w=8,
+                w=12,
             )
         )
     for hist in (c.TTFT, c.TPOT):

@@ -18,15 +18,48 @@ class Kind(StrEnum):
     HISTOGRAM = "histogram"
 
 
+# What the series of a metric multiply with: one per (model, tenant) pair, per model, per GPU, per vLLM instance,
+# or a fixed handful. The README's metrics table counts each metric at SHARED_PLATFORM.
+PAIR, MODEL, GPU, INSTANCE, FIXED = "model x tenant", "model", "GPU", "vLLM instance", "fixed"
+SHARED_PLATFORM = {PAIR: 600, MODEL: 3, GPU: 8, INSTANCE: 8, FIXED: 1}  # 200 tenants x 3 models on 8 GPUs
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """One exposed metric: its full name (counters end in `_total`), type, help text and label names."""
+    """One exposed metric: its full name (counters end in `_total`), type, help text and label names, and what its
+    series cost: `each` series per unit of `scope` (histograms: buckets + _sum + _count, times `each`)."""
 
     name: str
     kind: Kind
     help: str
     labels: tuple[str, ...] = ()
     default_buckets: tuple[float, ...] = field(default=())
+    each: int = 1  # series per scope unit (histograms: per label set)
+    scope: str = ""  # PAIR, MODEL, GPU, INSTANCE or FIXED; default: from the labels
+
+    @property
+    def per(self) -> str:
+        """What its series multiply with."""
+        if self.scope:
+            return self.scope
+        if "tenant" in self.labels:
+            return PAIR
+        if "model" in self.labels:
+            return MODEL
+        if "gpu" in self.labels:
+            return GPU
+        if "vllm_instance" in self.labels:
+            return INSTANCE
+        return FIXED
+
+    @property
+    def series_each(self) -> int:
+        """Series per unit of its scope with the default buckets."""
+        return self.each * (len(self.default_buckets) + 3 if self.kind is Kind.HISTOGRAM else 1)
+
+    def series_at(self, units: dict[str, int] = SHARED_PLATFORM) -> int:
+        """Series it adds at `units` of each scope (default: 200 tenants x 3 models on 8 GPUs and 8 instances)."""
+        return self.series_each * units[self.per]
 
     @property
     def family(self) -> str:
@@ -37,7 +70,8 @@ class MetricSpec:
 
 
 REQUEST_LABELS = ("model", "tenant")
-THROTTLE_LABELS = ("model", "tenant", "throttled")
+MODEL_LABELS = ("model",)
+THROTTLE_LABELS = ("model", "throttled")
 
 # Bucket defaults are finer than vLLM's at the low end and contain the usual SLO thresholds
 # (TTFT 0.1, 0.25, 0.5, 1, 2.5 s; TPOT 0.01 .. 0.2 s), since SLO alerts need the threshold to be a bucket edge.
@@ -46,7 +80,8 @@ TTFT = MetricSpec(
     Kind.HISTOGRAM,
     "Time from request arrival at the vLLM API server to its first output token (span gen_ai.latency."
     "time_to_first_token). throttled: whether a GPU of its instance reported a clock-event reason other than "
-    "idle while it ran (unknown without GPU data).",
+    "idle while it ran (unknown without GPU data). Per model at full resolution; per tenant see "
+    "llm_tenant_time_to_first_token_seconds.",
     THROTTLE_LABELS,
     (
         0.005,
@@ -76,12 +111,14 @@ TTFT = MetricSpec(
         30.0,
         60.0,
     ),
+    each=3,  # throttled: true, false, unknown
 )
 TPOT = MetricSpec(
     "llm_request_time_per_output_token_seconds",
     Kind.HISTOGRAM,
     "Mean time per output token after the first: decode time / (completion tokens - 1). Not observed for "
-    "sequences with at most one output token. throttled: as for TTFT.",
+    "sequences with at most one output token. throttled: as for TTFT. Per model at full resolution; per tenant "
+    "see llm_tenant_time_per_output_token_seconds.",
     THROTTLE_LABELS,
     (
         0.001,
@@ -104,33 +141,34 @@ TPOT = MetricSpec(
         0.5,
         1.0,
     ),
+    each=3,  # throttled: true, false, unknown
 )
 QUEUE = MetricSpec(
     "llm_request_queue_seconds",
     Kind.HISTOGRAM,
     "Time the request waited in the engine's queue before it was first scheduled.",
-    REQUEST_LABELS,
+    MODEL_LABELS,
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
 PREFILL = MetricSpec(
     "llm_request_prefill_seconds",
     Kind.HISTOGRAM,
     "Time from first scheduling to the first output token (prompt processing).",
-    REQUEST_LABELS,
+    MODEL_LABELS,
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 DECODE = MetricSpec(
     "llm_request_decode_seconds",
     Kind.HISTOGRAM,
     "Time from the first to the last output token.",
-    REQUEST_LABELS,
+    MODEL_LABELS,
     (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
 )
 E2E = MetricSpec(
     "llm_request_e2e_seconds",
     Kind.HISTOGRAM,
     "Time from request arrival at the vLLM API server to its completion.",
-    REQUEST_LABELS,
+    MODEL_LABELS,
     (
         0.01,
         0.025,
@@ -163,7 +201,27 @@ TOKENS = MetricSpec(
     Kind.COUNTER,
     "Tokens of finished sequences: type=input (prompt) or output (completion).",
     (*REQUEST_LABELS, "type"),
+    each=2,
 )
+# Per (model, tenant) only the edges tenant questions need: every SLO threshold the chart's SLO spec uses is one
+# (slo_latency_thresholds adds them), so a per-tenant SLO can count good requests. 6 series each, not ~30.
+TENANT_TTFT = MetricSpec(
+    "llm_tenant_time_to_first_token_seconds",
+    Kind.HISTOGRAM,
+    "TTFT per model and tenant, at a few edges that hold the SLO thresholds (--buckets.tenant-ttft plus "
+    "slo_latency_thresholds); full resolution per model is llm_request_time_to_first_token_seconds.",
+    REQUEST_LABELS,
+    (0.5, 1.0, 2.5),
+)
+TENANT_TPOT = MetricSpec(
+    "llm_tenant_time_per_output_token_seconds",
+    Kind.HISTOGRAM,
+    "TPOT per model and tenant, at a few edges that hold the SLO thresholds (--buckets.tenant-tpot plus "
+    "slo_latency_thresholds); full resolution per model is llm_request_time_per_output_token_seconds.",
+    REQUEST_LABELS,
+    (0.05, 0.1, 0.2),
+)
+TENANT_HISTOGRAMS: tuple[MetricSpec, ...] = (TENANT_TTFT, TENANT_TPOT)
 
 LATENCY_HISTOGRAMS: tuple[MetricSpec, ...] = (TTFT, TPOT, QUEUE, PREFILL, DECODE, E2E)
 # Short names, as in the bucket settings (buckets_ttft, --buckets.ttft).
@@ -174,6 +232,8 @@ LATENCY_HISTOGRAM_SHORT_NAMES = {
     "prefill": PREFILL,
     "decode": DECODE,
     "e2e": E2E,
+    "tenant_ttft": TENANT_TTFT,
+    "tenant_tpot": TENANT_TPOT,
 }
 
 # Self metrics: how complete and healthy the exporter's own picture is.
@@ -270,8 +330,18 @@ TENANT_JOINS = MetricSpec(
 LABEL_OVERFLOW = MetricSpec(
     "llm_exporter_label_overflow_total",
     Kind.COUNTER,
-    "Requests whose model or tenant value was folded into 'other' because its cap of distinct values was hit.",
-    ("label",),
+    "Requests whose model or tenant value was folded into 'other': reason cap (model.cap or tenant.cap distinct "
+    "values) or series_max (a new (model, tenant) pair would pass the --series.max budget).",
+    ("label", "reason"),
+)
+SERIES = MetricSpec(
+    "llm_exporter_series",
+    Kind.GAUGE,
+    "Series each metric family had in the last /metrics answer (histograms: buckets, _sum and _count): what it "
+    "costs the Prometheus that scrapes it.",
+    ("family",),
+    scope=FIXED,
+    each=60,
 )
 
 SELF_METRICS: tuple[MetricSpec, ...] = (
@@ -289,6 +359,7 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     TENANT_PENDING,
     TENANT_JOINS,
     LABEL_OVERFLOW,
+    SERIES,
 )
 
 # The exporter process itself (exporter.service.process_collector).
@@ -369,6 +440,7 @@ ENGINE_FINISHED = MetricSpec(
     Kind.COUNTER,
     "Requests vLLM finished, by finished_reason (stop, length, abort, error, ...), monotonic across restarts.",
     (*ENGINE_LABELS, "finished_reason"),
+    each=4,  # stop, length, abort, error
 )
 ENGINE_ADMISSION_REJECTIONS = MetricSpec(
     "llm_engine_admission_rejections_total",
@@ -382,6 +454,7 @@ ENGINE_HTTP_RESPONSES = MetricSpec(
     "Responses of the vLLM server's OpenAI API (POST /v1/* handlers), by status_class 2xx/4xx/5xx, monotonic across "
     "restarts; model is the instance's model when it serves one.",
     (*ENGINE_LABELS, "status_class"),
+    each=3,  # 2xx, 4xx, 5xx
 )
 ENGINE_RESTARTS = MetricSpec(
     "llm_engine_restarts_total",
@@ -432,32 +505,64 @@ ENGINE_METRICS: tuple[MetricSpec, ...] = (
 )
 
 # --- Attribution (who used the GPU) ---
-ATTRIBUTION_LABELS = ("model", "tenant", "phase")
+PHASE_LABELS = ("model", "phase")
 GPU_SECONDS = MetricSpec(
     "llm_gpu_seconds_total",
     Kind.COUNTER,
-    "GPU time attributed to requests: each instance's GPUs x time, split over its requests by their token work "
-    "(phase = prefill or decode). Usage basis; add llm_gpu_idle_seconds_total for allocation.",
-    ATTRIBUTION_LABELS,
+    "GPU time attributed to requests: each instance's GPUs x time, split over its requests by their token work. "
+    "Usage basis; add llm_gpu_idle_seconds_total for allocation. By phase: llm_gpu_seconds_by_phase_total.",
+    REQUEST_LABELS,
 )
 ENERGY = MetricSpec(
     "llm_energy_joules_total",
     Kind.COUNTER,
-    "GPU energy (NVML energy counter) attributed to requests by their token work, by phase.",
-    ATTRIBUTION_LABELS,
+    "GPU energy (NVML energy counter) attributed to requests by their token work. By phase: "
+    "llm_energy_by_phase_joules_total.",
+    REQUEST_LABELS,
 )
 COST = MetricSpec(
     "llm_cost_usd_total",
     Kind.COUNTER,
     "Dollars attributed to requests: their GPU-seconds at the GPU's hourly price plus their energy at the kWh "
-    "price, by phase.",
-    ATTRIBUTION_LABELS,
+    "price. By phase: llm_cost_by_phase_usd_total.",
+    REQUEST_LABELS,
 )
 KV_TOKEN_SECONDS = MetricSpec(
     "llm_kv_token_seconds_total",
     Kind.COUNTER,
-    "Integral of each request's resident KV-cache tokens over its prefill and decode: the memory bill of long context.",
-    ATTRIBUTION_LABELS,
+    "Integral of each request's resident KV-cache tokens over its prefill and decode: the memory bill of long "
+    "context. By phase: llm_kv_token_seconds_by_phase_total.",
+    REQUEST_LABELS,
+)
+# The phase split is a per-model question (which phase dominates a model's bill): per tenant it would double the
+# four counters above (2,400 series at 200 tenants x 3 models), per model it costs 8 series.
+GPU_SECONDS_BY_PHASE = MetricSpec(
+    "llm_gpu_seconds_by_phase_total",
+    Kind.COUNTER,
+    "llm_gpu_seconds_total per model by phase (prefill or decode).",
+    PHASE_LABELS,
+    each=2,
+)
+ENERGY_BY_PHASE = MetricSpec(
+    "llm_energy_by_phase_joules_total",
+    Kind.COUNTER,
+    "llm_energy_joules_total per model by phase (prefill or decode).",
+    PHASE_LABELS,
+    each=2,
+)
+COST_BY_PHASE = MetricSpec(
+    "llm_cost_by_phase_usd_total",
+    Kind.COUNTER,
+    "llm_cost_usd_total per model by phase (prefill or decode).",
+    PHASE_LABELS,
+    each=2,
+)
+KV_TOKEN_SECONDS_BY_PHASE = MetricSpec(
+    "llm_kv_token_seconds_by_phase_total",
+    Kind.COUNTER,
+    "llm_kv_token_seconds_total per model by phase (prefill or decode).",
+    PHASE_LABELS,
+    each=2,
 )
 IDLE_SECONDS = MetricSpec(
     "llm_gpu_idle_seconds_total",
@@ -514,6 +619,10 @@ ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
     ENERGY,
     COST,
     KV_TOKEN_SECONDS,
+    GPU_SECONDS_BY_PHASE,
+    ENERGY_BY_PHASE,
+    COST_BY_PHASE,
+    KV_TOKEN_SECONDS_BY_PHASE,
     IDLE_SECONDS,
     IDLE_ENERGY,
     IDLE_COST,
@@ -599,6 +708,7 @@ GPU_CLOCK_EVENT_REASON = MetricSpec(
     "idle, applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, sw_thermal_slowdown, "
     f"hw_thermal_slowdown, hw_power_brake_slowdown, display_clock_setting. {_GPU}",
     (*GPU_LABELS, "reason"),
+    each=9,  # one per decoded NVML reason (gpu.records.CLOCK_EVENT_REASONS)
 )
 GPU_XID_ERRORS = MetricSpec(
     "gpu_xid_errors_total",
@@ -701,6 +811,7 @@ TOPOLOGY_METRICS: tuple[MetricSpec, ...] = (
 
 ALL: tuple[MetricSpec, ...] = (
     *LATENCY_HISTOGRAMS,
+    *TENANT_HISTOGRAMS,
     REQUESTS,
     TOKENS,
     *SELF_METRICS,

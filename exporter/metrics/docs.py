@@ -15,11 +15,24 @@ END = "<!-- metrics-table:end -->"
 
 
 def metrics_table() -> str:
-    """A markdown table of every metric in the catalog."""
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    """A markdown table of every metric in the catalog, with the series each adds on a shared platform."""
+    units = catalog.SHARED_PLATFORM
+    rows = [
+        f"What each metric costs is counted for a shared platform: {units[catalog.PAIR]} (model, tenant) pairs "
+        f"(200 tenants x {units[catalog.MODEL]} models), {units[catalog.GPU]} GPUs, {units[catalog.INSTANCE]} vLLM "
+        f"instances, default buckets; {sum(s.series_at() for s in catalog.ALL):,} series in all.",
+        "",
+        "| metric | type | labels | series | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for spec in catalog.ALL:
         labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
-        rows.append(f"| `{spec.name}` | {spec.kind.value} | {labels} | {spec.help.replace('|', '/')} |")
+        cost = (
+            f"{spec.series_at():,} ({spec.series_each} per {spec.per})"
+            if spec.per != catalog.FIXED
+            else str(spec.series_each)
+        )
+        rows.append(f"| `{spec.name}` | {spec.kind.value} | {labels} | {cost} | {spec.help.replace('|', '/')} |")
     return "\n".join(rows)
 
 

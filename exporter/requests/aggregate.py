@@ -1,4 +1,10 @@
-"""Per-request aggregation: histograms and counters by model and tenant, with bounded label values. Pure."""
+"""Per-request aggregation: full-resolution latency histograms per model, and per (model, tenant) what tenant
+questions ask (requests, tokens, KV token-seconds, coarse TTFT and TPOT histograms), with bounded label values.
+Pure.
+
+Resolution goes where it is needed: a (model, tenant) pair costs ~20 series, not ~130, so a shared platform's
+200 tenants x 3 models fit a Prometheus budget on every node (docs/design.md §8).
+"""
 
 from __future__ import annotations
 
@@ -54,21 +60,33 @@ class Histogram:
 
 
 THROTTLED_HISTOGRAMS = (catalog.TTFT.name, catalog.TPOT.name)
+TENANT_CAP = 200  # distinct tenants per model
+MODEL_CAP = 64
+SERIES_MAX = 12_000  # 600 (model, tenant) pairs at ~19 series: 200 tenants x 3 models
+PHASES = ("prefill", "decode")
 
 
 @dataclass(slots=True)
-class RequestSeries:
-    """Everything observed for one (model, tenant).
-
-    `histograms` holds every latency histogram over all requests; `by_throttle` holds TTFT and TPOT again, split
-    by whether the GPU was throttled, which is how they are exposed."""
+class ModelSeries:
+    """Everything observed for one model: every latency histogram at full resolution over all its requests (TTFT
+    and TPOT once per throttled value, which is how they are exposed), and KV token-seconds by phase."""
 
     histograms: dict[str, Histogram]
     by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    kv_token_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    last_seen: float = 0.0
+
+
+@dataclass(slots=True)
+class TenantSeries:
+    """Everything observed for one (model, tenant): counters and the coarse TTFT and TPOT histograms."""
+
+    ttft: Histogram
+    tpot: Histogram
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    kv_token_seconds: dict[str, float] = field(default_factory=lambda: {"prefill": 0.0, "decode": 0.0})
+    kv_token_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -90,46 +108,74 @@ class LabelCap:
         return OTHER
 
 
+def series_per_pair(tenant_buckets: Mapping[str, Sequence[float]]) -> int:
+    """What one (model, tenant) pair costs in exposed series: llm_requests_total, llm_tokens_total (2), the KV,
+    GPU-second, energy and cost counters (4), and each tenant histogram's buckets, +Inf, _sum and _count."""
+    return 1 + 2 + 4 + sum(len(bounds) + 3 for bounds in tenant_buckets.values())
+
+
 class RequestAggregator:
     """Turns resolved request spans into the per-request metrics of the catalog."""
 
     def __init__(
         self,
         buckets: Mapping[str, Sequence[float]] | None = None,
-        tenant_cap: int = 200,
-        model_cap: int = 64,
+        tenant_cap: int = TENANT_CAP,
+        model_cap: int = MODEL_CAP,
+        series_max: int = SERIES_MAX,
     ) -> None:
         given = buckets or {}
         self.buckets: dict[str, tuple[float, ...]] = {
-            spec.name: tuple(given.get(spec.name, spec.default_buckets)) for spec in catalog.LATENCY_HISTOGRAMS
+            spec.name: tuple(given.get(spec.name, spec.default_buckets))
+            for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)
         }
-        self.series: dict[tuple[str, str], RequestSeries] = {}
+        self.models: dict[str, ModelSeries] = {}
+        self.series: dict[tuple[str, str], TenantSeries] = {}
         self.last_seen: dict[tuple[str, str], float] = {}  # series -> when it last counted a request
-        self.models = LabelCap(model_cap)
+        self.model_labels = LabelCap(model_cap)
         self.tenant_cap = tenant_cap
         self.tenants: dict[str, LabelCap] = {}
+        self.per_pair = series_per_pair({s.name: self.buckets[s.name] for s in catalog.TENANT_HISTOGRAMS})
+        self.max_pairs = max(1, series_max // self.per_pair)
+        self.over_budget = 0  # requests of new pairs folded into `other` by the series budget
 
-    def _series(self, key: tuple[str, str]) -> RequestSeries:
-        series = self.series.get(key)
+    def _model(self, model: str) -> ModelSeries:
+        series = self.models.get(model)
         if series is None:
-            series = self.series[key] = RequestSeries({name: Histogram(b) for name, b in self.buckets.items()})
+            histograms = {s.name: Histogram(self.buckets[s.name]) for s in catalog.LATENCY_HISTOGRAMS}
+            series = self.models[model] = ModelSeries(histograms)
         return series
 
-    def _throttle_histogram(self, series: RequestSeries, name: str, throttled: str) -> Histogram:
+    def _tenant(self, key: tuple[str, str]) -> TenantSeries:
+        series = self.series.get(key)
+        if series is None:
+            b = self.buckets
+            series = self.series[key] = TenantSeries(
+                Histogram(b[catalog.TENANT_TTFT.name]), Histogram(b[catalog.TENANT_TPOT.name])
+            )
+        return series
+
+    def _throttle_histogram(self, series: ModelSeries, name: str, throttled: str) -> Histogram:
         hist = series.by_throttle.get((name, throttled))
         if hist is None:
             hist = series.by_throttle[(name, throttled)] = Histogram(self.buckets[name])
         return hist
 
     def labels(self, model: str, tenant: str) -> tuple[str, str]:
-        """The (model, tenant) label values a request is counted under: itself, or `other` past a cap."""
+        """The (model, tenant) label values a request is counted under: itself, or `other` past a cap or past the
+        series budget (a new pair when `max_pairs` exist already)."""
         if (model, tenant) in self.series:
             return model, tenant
-        model = self.models.admit(model)
+        model = self.model_labels.admit(model)
         cap = self.tenants.get(model)
         if cap is None:
             cap = self.tenants[model] = LabelCap(self.tenant_cap)
-        return model, cap.admit(tenant)
+        tenant = cap.admit(tenant)
+        if (model, tenant) not in self.series and tenant != OTHER and len(self.series) >= self.max_pairs:
+            cap.seen.discard(tenant)
+            self.over_budget += 1
+            tenant = OTHER
+        return model, tenant
 
     def expire(self, now: float, idle_s: float) -> list[tuple[str, str]]:
         """Forget the series that counted nothing for `idle_s` (departed tenants and models), freeing their
@@ -146,26 +192,29 @@ class RequestAggregator:
             remaining = {m for m, _ in self.series}
             for model in {m for m, _ in gone} - remaining:
                 self.tenants.pop(model, None)
-                self.models.seen.discard(model)
+                self.models.pop(model, None)
+                self.model_labels.seen.discard(model)
         return gone
 
     def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown", now: float = 0.0) -> tuple[str, str]:
         """Count one finished sequence under its model and tenant (and, for TTFT and TPOT, throttled or not);
-        returns the (model, tenant) labels it was counted under (`other` past a cap)."""
+        returns the (model, tenant) labels it was counted under (`other` past a cap or the series budget)."""
         key = self.labels(span.model, tenant)
-        series = self._series(key)
-        self.last_seen[key] = now
-        series.requests += 1
-        series.input_tokens += span.prompt_tokens
-        series.output_tokens += span.completion_tokens
-        kv = series.kv_token_seconds
+        model = self._model(key[0])
+        pair = self._tenant(key)
+        self.last_seen[key] = model.last_seen = now
+        pair.requests += 1
+        pair.input_tokens += span.prompt_tokens
+        pair.output_tokens += span.completion_tokens
         for phase, value in span.kv_token_seconds().items():
-            kv[phase] += value
-        h = series.histograms
+            model.kv_token_seconds[phase] += value
+            pair.kv_token_seconds += value
+        h = model.histograms
         trace_id = span.trace_id
         ts = span.end_time_ns / 1e9
         h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
-        self._throttle_histogram(series, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
+        self._throttle_histogram(model, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
+        pair.ttft.observe(span.ttft_s, trace_id, ts)
         h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
         h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
         h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
@@ -173,10 +222,15 @@ class RequestAggregator:
         tpot = span.tpot_s
         if tpot is not None:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)
-            self._throttle_histogram(series, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
+            self._throttle_histogram(model, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
+            pair.tpot.observe(tpot, trace_id, ts)
         return key
 
     @property
-    def overflow(self) -> dict[str, int]:
-        """How many requests had a model or tenant folded into `other`."""
-        return {"model": self.models.overflowed, "tenant": sum(c.overflowed for c in self.tenants.values())}
+    def overflow(self) -> dict[tuple[str, str], int]:
+        """How many requests had a label folded into `other`, by (label, reason: cap or series_max)."""
+        return {
+            ("model", "cap"): self.model_labels.overflowed,
+            ("tenant", "cap"): sum(c.overflowed for c in self.tenants.values()),
+            ("tenant", "series_max"): self.over_budget,
+        }

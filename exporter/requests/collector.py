@@ -47,33 +47,38 @@ class PipelineCollector(Collector):
 
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
-        hists = {spec.name: histogram(spec) for spec in catalog.LATENCY_HISTOGRAMS}
+        hists = {spec.name: histogram(spec) for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
         requests = counter(catalog.REQUESTS)
         tokens = counter(catalog.TOKENS)
         kv = counter(catalog.KV_TOKEN_SECONDS)
+        kv_by_phase = counter(catalog.KV_TOKEN_SECONDS_BY_PHASE)
+        tenant_ttft, tenant_tpot = hists[catalog.TENANT_TTFT.name], hists[catalog.TENANT_TPOT.name]
         with self.pipeline.lock:
-            for (model, tenant), series in agg.series.items():
-                labels = [model, tenant]
-                requests.add_metric(labels, series.requests)
-                tokens.add_metric([model, tenant, "input"], series.input_tokens)
-                tokens.add_metric([model, tenant, "output"], series.output_tokens)
+            for model, series in agg.models.items():
                 for name, hist in series.histograms.items():
                     if name not in THROTTLED_HISTOGRAMS:
-                        hists[name].add_metric(labels, self._buckets(name, hist), hist.sum)
+                        hists[name].add_metric([model], self._buckets(name, hist), hist.sum)
                 for (name, throttled), hist in series.by_throttle.items():
-                    hists[name].add_metric([*labels, throttled], self._buckets(name, hist), hist.sum)
+                    hists[name].add_metric([model, throttled], self._buckets(name, hist), hist.sum)
                 for phase, value in series.kv_token_seconds.items():
-                    kv.add_metric([model, tenant, phase], value)
+                    kv_by_phase.add_metric([model, phase], value)
+            for (model, tenant), pair in agg.series.items():
+                labels = [model, tenant]
+                requests.add_metric(labels, pair.requests)
+                tokens.add_metric([model, tenant, "input"], pair.input_tokens)
+                tokens.add_metric([model, tenant, "output"], pair.output_tokens)
+                kv.add_metric(labels, pair.kv_token_seconds)
+                tenant_ttft.add_metric(labels, self._buckets(catalog.TENANT_TTFT.name, pair.ttft), pair.ttft.sum)
+                if pair.tpot.count:
+                    tenant_tpot.add_metric(labels, self._buckets(catalog.TENANT_TPOT.name, pair.tpot), pair.tpot.sum)
             overflow = agg.overflow
             pending = self.pipeline.joiner.pending
             startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
-        yield requests
-        yield tokens
-        yield kv
+        yield from (requests, tokens, kv, kv_by_phase)
         label_overflow = counter(catalog.LABEL_OVERFLOW)
-        for label, count in sorted(overflow.items()):
-            label_overflow.add_metric([label], count)
+        for (label, reason), count in sorted(overflow.items()):
+            label_overflow.add_metric([label, reason], count)
         yield label_overflow
         phases = gauge(catalog.ENGINE_STARTUP_PHASE)
         for (model, phase), (_, seconds) in startup:

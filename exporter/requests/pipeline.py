@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from exporter.requests import aggregate
 from exporter.requests.aggregate import RequestAggregator
 from exporter.requests.dedup import Deduplicator
 from exporter.requests.records import DecodedBatch, RequestSpan
@@ -33,10 +34,11 @@ class PipelineOptions:
 
     queue_capacity_spans: int = 65_536
     tenant_join_window_s: float = 10.0
-    tenant_cap: int = 200
-    model_cap: int = 64
+    tenant_cap: int = aggregate.TENANT_CAP
+    model_cap: int = aggregate.MODEL_CAP
     dedup_capacity: int = 131_072
     series_idle_s: float = 3600.0
+    series_max: int = aggregate.SERIES_MAX
     buckets: Mapping[str, Sequence[float]] | None = None
 
 
@@ -76,7 +78,7 @@ class SpanPipeline:
         self.stats = stats if stats is not None else ExporterStats()  # the process's, or its own when alone
         self.attribution = attribution
         self.lock = threading.Lock()  # guards joiner, aggregator and start-up phases (worker writes, scrapes read)
-        self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap)
+        self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap, options.series_max)
         self.joiner = TenantJoiner(options.tenant_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
         self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)

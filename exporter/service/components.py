@@ -30,6 +30,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         model_cap=settings.model_cap,
         dedup_capacity=settings.dedup_capacity_spans,
         series_idle_s=settings.series_idle_seconds,
+        series_max=settings.series_max,
         buckets=settings.histogram_buckets(),
     )
 

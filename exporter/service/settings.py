@@ -41,20 +41,30 @@ def _flag(name: str) -> dict[str, Any]:
     return {"flag": name}
 
 
-def _buckets(spec: catalog.MetricSpec, short: str) -> Any:
+def _buckets(spec: catalog.MetricSpec, flag: str) -> Any:
     return Field(
         default=list(spec.default_buckets),
         description=f"Bucket upper bounds (seconds, increasing) of {spec.name}.",
-        json_schema_extra=_flag(f"buckets.{short}"),
+        json_schema_extra=_flag(f"buckets.{flag}"),
     )
 
 
 # The bucket setting of each latency histogram (its field below is `_buckets(spec, short name)`).
 BUCKET_FIELDS = {f"buckets_{short}": spec for short, spec in catalog.LATENCY_HISTOGRAM_SHORT_NAMES.items()}
+# An SLO's metric (as the SLO spec names it) and the histograms whose edges must hold its threshold.
+SLO_METRICS: dict[str, tuple[catalog.MetricSpec, ...]] = {
+    "time_to_first_token": (catalog.TTFT, catalog.TENANT_TTFT),
+    "time_per_output_token": (catalog.TPOT, catalog.TENANT_TPOT),
+    "queue": (catalog.QUEUE,),
+    "prefill": (catalog.PREFILL,),
+    "decode": (catalog.DECODE,),
+    "e2e": (catalog.E2E,),
+}
 FloatList = Annotated[list[float], NoDecode]
 PriceMap = Annotated[dict[str, float], NoDecode]
 StrList = Annotated[list[str], NoDecode]
 StrMap = Annotated[dict[str, str], NoDecode]
+ThresholdMap = Annotated[dict[str, list[float]], NoDecode]
 
 
 InstanceList = Annotated[list[InstanceConfig], NoDecode]
@@ -181,6 +191,25 @@ class Settings(BaseSettings):
     buckets_prefill: FloatList = _buckets(catalog.PREFILL, "prefill")
     buckets_decode: FloatList = _buckets(catalog.DECODE, "decode")
     buckets_e2e: FloatList = _buckets(catalog.E2E, "e2e")
+    buckets_tenant_ttft: FloatList = _buckets(catalog.TENANT_TTFT, "tenant-ttft")
+    buckets_tenant_tpot: FloatList = _buckets(catalog.TENANT_TPOT, "tenant-tpot")
+    slo_latency_thresholds: ThresholdMap = Field(
+        default_factory=dict,
+        description="Latency SLO thresholds (seconds) by SLO metric (time_to_first_token, time_per_output_token, "
+        "queue, prefill, decode, e2e), added to that metric's bucket edges per model and per tenant so the SLO "
+        "rules can count good requests: a JSON object of lists. The Helm chart fills it from the SLO spec the "
+        "rules are generated from.",
+        json_schema_extra=_flag("slo.latency-thresholds"),
+    )
+    series_max: int = Field(
+        PipelineOptions.series_max,
+        ge=100,
+        description="Series budget of the per-(model, tenant) metrics (about 19 series a pair with the default "
+        "buckets): a new pair that would pass it is counted under tenant 'other' (and in "
+        'llm_exporter_label_overflow_total{reason="series_max"}), never dropped. The default fits 200 tenants '
+        "x 3 models.",
+        json_schema_extra=_flag("series.max"),
+    )
     engine_scrape_interval_seconds: float = Field(
         scraper.INTERVAL_S,
         gt=0,
@@ -388,6 +417,23 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else []
         return value
 
+    @field_validator("slo_latency_thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("slo_latency_thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for metric, seconds in value.items():
+            if metric not in SLO_METRICS:
+                raise ValueError(f"{metric!r} is not a latency SLO metric ({', '.join(SLO_METRICS)})")
+            if any(not math.isfinite(s) or s <= 0 for s in seconds):
+                raise ValueError(f"{metric}: thresholds must be finite and > 0")
+        return value
+
     @field_validator("model_map", "gpu_price_per_hour", mode="before")
     @classmethod
     def _parse_map(cls, value: Any) -> Any:
@@ -489,8 +535,12 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
     def histogram_buckets(self) -> dict[str, list[float]]:
-        """Bucket bounds by histogram metric name."""
-        return {spec.name: getattr(self, field) for field, spec in BUCKET_FIELDS.items()}
+        """Bucket bounds by histogram metric name: the configured edges plus every SLO threshold of its metric."""
+        out: dict[str, list[float]] = {spec.name: list(getattr(self, field)) for field, spec in BUCKET_FIELDS.items()}
+        for metric, seconds in self.slo_latency_thresholds.items():
+            for spec in SLO_METRICS[metric]:
+                out[spec.name] = sorted(set(out[spec.name]) | set(seconds))
+        return out
 
 
 def _tls_check(check: Callable[..., None], *args: str) -> None:

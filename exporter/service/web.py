@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.service.auth import TokenFile
+from exporter.service.exposition import SeriesCounting, SharedRender
 
 INDEX = """<html><head><title>llm-token-exporter</title></head><body>
 <h1>llm-token-exporter</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a>
@@ -24,6 +24,7 @@ def metrics_app(
 ) -> web.Application:
     """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
     it (probes stay open); `refused` counts a refusal."""
+    shared = SharedRender(SeriesCounting(registry))
 
     async def metrics(request: web.Request) -> web.Response:
         if token is not None and not token.allows(request.headers.get("Authorization")):
@@ -32,8 +33,9 @@ def metrics_app(
                 status=401, text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
             )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        # Render off the event loop so a large scrape does not stall OTLP acknowledgements.
-        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        # Rendered off the event loop (a large scrape must not stall OTLP acknowledgements), once for scrapes that
+        # arrive together.
+        body = await shared.render(encoder, content_type)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:

@@ -111,3 +111,19 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
     bad.write_text("slos: [\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(bad)
+
+
+def test_grouped_by_tenant_a_latency_slo_reads_the_per_tenant_histogram_and_its_edges() -> None:
+    spec = parse_spec({"slos": [_latency(group_by=["model", "tenant"])]})
+    assert spec.slos[0].histogram is catalog.TENANT_TTFT
+    assert parse_spec({"slos": [_latency()]}).slos[0].histogram is catalog.TTFT
+    # 0.75 s is an edge per model, not among the few per-tenant edges.
+    assert "not a bucket edge of llm_tenant_time_to_first_token_seconds" in _error(
+        {"slos": [_latency(threshold_seconds=0.75, group_by=["model", "tenant"])]}
+    )
+    assert parse_spec({"slos": [_latency(threshold_seconds=0.75)]}).slos[0].threshold_seconds == 0.75
+
+
+def test_only_ttft_and_tpot_can_be_grouped_by_tenant() -> None:
+    message = _error({"slos": [_latency(metric="e2e", threshold_seconds=30.0, group_by=["model", "tenant"])]})
+    assert "cannot group this latency SLO by tenant" in message and "TTFT and TPOT only" in message

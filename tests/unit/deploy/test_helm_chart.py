@@ -19,8 +19,9 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from exporter.alerts.spec import load_spec
 from exporter.attribution.stage import DEFAULT_GPU_PRICES
-from exporter.service.settings import Settings, load_settings
+from exporter.service.settings import SLO_METRICS, Settings, load_settings
 from tests.support.certs import CertAuthority
 from tests.support.procs import EXPORTER_BIN, REPO
 
@@ -756,3 +757,21 @@ def test_rules_and_dashboards_from_a_chart_with_other_files(chart_copy: Path) ->
     assert board["metadata"]["labels"]["team"] == "ml"
     assert board["metadata"]["annotations"] == {"grafana_folder": "Inference"}
     assert board["data"] == {"LLM-Cost.json": dashboard + "\n"}
+
+
+def test_the_slo_thresholds_of_the_shipped_rules_are_bucket_edges_of_the_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = load_spec(REPO / "alerts" / "slos.yaml")
+    settings = settings_of(render(), tmp_path, monkeypatch)
+    buckets = settings.histogram_buckets()
+    latency = [slo for slo in spec.slos if slo.threshold_seconds is not None]
+    assert latency
+    for slo in latency:
+        assert slo.metric in settings.slo_latency_thresholds
+        assert slo.threshold_seconds in buckets[slo.histogram.name]
+        for family in SLO_METRICS[str(slo.metric)]:
+            assert slo.threshold_seconds in buckets[family.name], family.name
+    # A user's own thresholds win over the generated ones.
+    own = settings_of(render({"config": {"slo_latency_thresholds": {"e2e": [42.0]}}}), tmp_path, monkeypatch)
+    assert own.slo_latency_thresholds == {"e2e": [42.0]}

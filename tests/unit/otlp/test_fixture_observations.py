@@ -66,9 +66,9 @@ def test_capture_has_the_expected_shape() -> None:
 def test_each_histogram_holds_exactly_the_implied_observations(name: str) -> None:
     values = expected_observations()[name]
     pipeline = _pipeline_fed_with(HTTP_CAPTURE)
-    [(labels, series)] = pipeline.aggregator.series.items()
+    [labels] = pipeline.aggregator.series
     assert labels == ("vllm-tiny", "unknown")
-    hist = series.histograms[name]
+    hist = pipeline.aggregator.models["vllm-tiny"].histograms[name]
     assert hist.count == len(values)
     assert math.isclose(hist.sum, math.fsum(values), rel_tol=1e-12)
     bounds = pipeline.aggregator.buckets[name]

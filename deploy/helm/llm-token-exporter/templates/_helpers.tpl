@@ -91,6 +91,11 @@ app.kubernetes.io/part-of: llm-token-exporter
 {{- $_ := set $cfg "web_listen_address" (include "llm-token-exporter.listen" (list .Values.listenHost .Values.ports.metrics)) }}
 {{- $_ = set $cfg "otlp_grpc_listen_address" (include "llm-token-exporter.listen" (list .Values.listenHost .Values.ports.otlpGrpc)) }}
 {{- $_ = set $cfg "otlp_http_listen_address" (include "llm-token-exporter.listen" (list .Values.listenHost .Values.ports.otlpHttp)) }}
+{{- if not (hasKey $cfg "slo_latency_thresholds") }}
+{{- /* The SLO thresholds of the rules this chart ships: every one must be a bucket edge of the exporter. */}}
+{{- $generated := .Files.Get "files/exporter-settings.yaml" | fromYaml }}
+{{- $_ = set $cfg "slo_latency_thresholds" (get $generated "slo_latency_thresholds") }}
+{{- end }}
 {{- if not (hasKey $cfg "kubernetes_pod_selector") }}
 {{- $_ = set $cfg "kubernetes_pod_selector" (include "llm-token-exporter.vllmSelector" .) }}
 {{- end }}
