@@ -3,7 +3,7 @@
 A SpanPipeline's aggregator is filled in-process, through the same path the receivers use (otlp_decode.flatten,
 pipeline.submit, pipeline.process_available), with real captured vLLM llm_request spans spread over enough
 (model, tenant) pairs to reach each target. Latencies are scaled by a random factor per span so the
-histograms fill many buckets (and so carry many exemplars in OpenMetrics). Then PipelineCollector, registered
+histograms fill many buckets (and so carry many exemplars in OpenMetrics). Then RequestCollector, registered
 in a CollectorRegistry(auto_describe=False) as the exporter does, is rendered repeatedly by
 prometheus_client's generate_latest for each format. "Series" = sample lines of the text exposition (lines
 not starting with #).
@@ -31,7 +31,7 @@ from prometheus_client import generate_latest as generate_text
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter.otlp.decode import DecodeRules, flatten
-from exporter.requests.collector import PipelineCollector
+from exporter.requests.collector import RequestCollector
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.sim.replay import Replayer
 
@@ -76,7 +76,7 @@ def build_request(
 
 
 def filled_registry(pairs: int, spans_per_pair: int, seed: int) -> CollectorRegistry:
-    """A registry whose PipelineCollector exposes `pairs` (model, tenant) series sets."""
+    """A registry whose RequestCollector exposes `pairs` (model, tenant) series sets."""
     pipeline = SpanPipeline(
         PipelineOptions(queue_capacity_spans=1 << 24, tenant_cap=max(200, pairs), model_cap=64, dedup_capacity=1 << 20)
     )
@@ -94,7 +94,7 @@ def filled_registry(pairs: int, spans_per_pair: int, seed: int) -> CollectorRegi
     if pipeline.stats.dropped or len(pipeline.aggregator.series) != pairs:
         raise RuntimeError(f"expected {pairs} series sets, got {len(pipeline.aggregator.series)}")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(RequestCollector(pipeline))
     return registry
 
 
@@ -128,7 +128,7 @@ def generate_openmetrics(registry: CollectorRegistry) -> bytes:
 
 
 def collect_only(registry: CollectorRegistry) -> bytes:
-    """Only build the metric families (PipelineCollector.collect, the part that holds the pipeline lock)."""
+    """Only build the metric families (RequestCollector.collect, the part that holds the pipeline lock)."""
     for _ in registry.collect():
         pass
     return b""

@@ -1,5 +1,6 @@
-"""prometheus_client Collector that renders the span pipeline's state at scrape time: per-request histograms and
-counters, start-up phases, the tenant join and the queue."""
+"""prometheus_client Collectors of the span pipeline: the per-request families (histograms and counters by model and
+tenant, start-up phases; they change only when requests are counted, so their render is cached between changes),
+and the pipeline's live state (queue, joins waiting)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from exporter.requests.pipeline import SpanPipeline
 TRACE_ID_LABEL = "trace_id"
 
 
-class PipelineCollector(Collector):
-    """Exposes per-request histograms and counters, start-up phases, joins waiting and the queue."""
+class RequestCollector(Collector):
+    """The per-request families: latency histograms, request, token and KV counters, label overflow, start-up
+    phases. They change only with `pipeline.generation`."""
 
     def __init__(self, pipeline: SpanPipeline) -> None:
         self.pipeline = pipeline
@@ -28,11 +30,6 @@ class PipelineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Build every family from a consistent view of the pipeline."""
         yield from self._request_families()
-        depth = gauge(catalog.QUEUE_DEPTH)
-        depth.add_metric([], self.pipeline.queue_depth)
-        capacity = gauge(catalog.QUEUE_CAPACITY)
-        capacity.add_metric([], self.pipeline.options.queue_capacity_spans)
-        yield from (depth, capacity)
 
     def _buckets(self, name: str, hist: Histogram) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
         buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
@@ -72,7 +69,6 @@ class PipelineCollector(Collector):
                 if pair.tpot.count:
                     tenant_tpot.add_metric(labels, self._buckets(catalog.TENANT_TPOT.name, pair.tpot), pair.tpot.sum)
             overflow = agg.overflow
-            pending = self.pipeline.joiner.pending
             startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
         yield from (requests, tokens, kv, kv_by_phase)
@@ -84,6 +80,22 @@ class PipelineCollector(Collector):
         for (model, phase), (_, seconds) in startup:
             phases.add_metric([model, phase], seconds)
         yield phases
-        pending_family = gauge(catalog.TENANT_PENDING)
-        pending_family.add_metric([], pending)
-        yield pending_family
+
+
+class QueueCollector(Collector):
+    """The pipeline's live state: spans queued, the queue's capacity, request spans waiting for their tenant."""
+
+    def __init__(self, pipeline: SpanPipeline) -> None:
+        self.pipeline = pipeline
+
+    def collect(self) -> Iterator[Metric]:
+        """Three gauges."""
+        depth = gauge(catalog.QUEUE_DEPTH)
+        depth.add_metric([], self.pipeline.queue_depth)
+        capacity = gauge(catalog.QUEUE_CAPACITY)
+        capacity.add_metric([], self.pipeline.options.queue_capacity_spans)
+        with self.pipeline.lock:
+            waiting = self.pipeline.joiner.pending
+        pending = gauge(catalog.TENANT_PENDING)
+        pending.add_metric([], waiting)
+        yield from (depth, capacity, pending)

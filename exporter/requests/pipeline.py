@@ -82,6 +82,7 @@ class SpanPipeline:
         self.joiner = TenantJoiner(options.tenant_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
         self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
+        self.generation = 0  # moves whenever what RequestCollector serves changes (under the lock)
         self._queue: deque[DecodedBatch] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -142,6 +143,7 @@ class SpanPipeline:
                 key = (item.model, item.phase)
                 if key not in self.startup or self.startup[key][0] <= item.end_time_ns:
                     self.startup[key] = (item.end_time_ns, item.seconds)
+                    self.generation += 1
         self._observe(released)
         if duplicates:
             with self.stats.lock:
@@ -160,6 +162,7 @@ class SpanPipeline:
             self._series_checked = now
             with self.lock:
                 gone = self.aggregator.expire(now, self.options.series_idle_s)
+                self.generation += bool(gone)
             if gone:
                 if self.attribution is not None:
                     self.attribution.forget(gone)
@@ -174,6 +177,7 @@ class SpanPipeline:
         charges: list[tuple[RequestSpan, str, str]] = []
         sources: Counter[str] = Counter()
         with self.lock:
+            self.generation += 1
             for i, item in enumerate(released):
                 now = self.clock()
                 sources[item.source] += 1

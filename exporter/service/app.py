@@ -22,11 +22,12 @@ from exporter.gpu.collector import GpuCollector
 from exporter.gpu.sampler import GpuSampler
 from exporter.otlp import grpc_receiver
 from exporter.otlp.http_receiver import OtlpHttpReceiver
-from exporter.requests.collector import PipelineCollector
+from exporter.requests.collector import QueueCollector, RequestCollector
 from exporter.requests.pipeline import SpanPipeline
 from exporter.service import components
 from exporter.service.admission import Admission
 from exporter.service.auth import TokenFile
+from exporter.service.exposition import Exposition
 from exporter.service.process_collector import ProcessCollector
 from exporter.service.settings import Settings, parse_address
 from exporter.service.stats import ExporterStats, StatsCollector
@@ -62,7 +63,10 @@ class Exporter:
     attribution: AttributionStage = field(init=False)
     pipeline: SpanPipeline = field(init=False)
     admission: Admission = field(init=False)
+    requests_registry: CollectorRegistry = field(init=False)
+    live_registry: CollectorRegistry = field(init=False)
     registry: CollectorRegistry = field(init=False)
+    exposition: Exposition = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
@@ -87,17 +91,24 @@ class Exporter:
         )
         self.pipeline = SpanPipeline(components.pipeline_options(s), stats=self.stats, attribution=self.attribution)
         self.admission = components.admission(s, lambda: self.pipeline.queue_depth)
-        self.registry = CollectorRegistry(auto_describe=False)
+        # Two parts: the per-request families, rendered again only when the pipeline counted something, and the rest.
+        self.requests_registry = CollectorRegistry(auto_describe=False)
+        self.requests_registry.register(RequestCollector(self.pipeline))
+        self.live_registry = CollectorRegistry(auto_describe=False)
         for collector in (
             StatsCollector(self.stats),
-            PipelineCollector(self.pipeline),
+            QueueCollector(self.pipeline),
             GpuCollector(self.gpus),
             TopologyCollector(self.topology),
             EngineCollector(self.scraper),
             AttributionCollector(self.attribution),
             ProcessCollector(self.admission),
         ):
-            self.registry.register(collector)
+            self.live_registry.register(collector)
+        self.registry = CollectorRegistry(auto_describe=False)  # everything, for tools and tests
+        self.registry.register(self.requests_registry)
+        self.registry.register(self.live_registry)
+        self.exposition = Exposition(self.requests_registry, lambda: self.pipeline.generation, self.live_registry)
 
     def readiness(self) -> str | None:
         """None when every receiver is listening and the worker runs; else why not."""
@@ -148,7 +159,7 @@ class Exporter:
         # Both OTLP receivers share one certificate, so a change is loaded (and counted) once.
         otlp_tls = self._tls("otlp", s.otlp_tls_cert_file, s.otlp_tls_key_file, s.otlp_tls_client_ca_file)
         app = metrics_app(
-            self.registry,
+            self.exposition,
             self.readiness,
             web_token,
             partial(self.stats.refused, "metrics"),

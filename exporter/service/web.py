@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.service.auth import TokenFile
-from exporter.service.exposition import SeriesCounting, SharedRender
+from exporter.service.exposition import Exposition, SharedRender
 
 INDEX = """<html><head><title>llm-token-exporter</title></head><body>
 <h1>llm-token-exporter</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a>
@@ -17,14 +16,14 @@ INDEX = """<html><head><title>llm-token-exporter</title></head><body>
 
 
 def metrics_app(
-    registry: CollectorRegistry,
+    exposition: Exposition,
     ready: Callable[[], str | None],
     token: TokenFile | None = None,
     refused: Callable[[], None] = lambda: None,
 ) -> web.Application:
     """The aiohttp app; `ready` returns None when ready, else the reason it is not. With `token`, /metrics needs
     it (probes stay open); `refused` counts a refusal."""
-    shared = SharedRender(SeriesCounting(registry))
+    shared = SharedRender(exposition)
 
     async def metrics(request: web.Request) -> web.Response:
         if token is not None and not token.allows(request.headers.get("Authorization")):

@@ -147,7 +147,7 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
     assert PREFILL_S + DECODE_S - 0.01 <= seconds <= PREFILL_S + DECODE_S + 2.2
     assert joules == pytest.approx(POWER_W * seconds, rel=0.1)
     assert total(text, catalog.COST.name, where) == pytest.approx(seconds * 3.6 / 3600, rel=1e-6)
-    phases = by_label(text, catalog.ENERGY.name, "phase", where)
+    phases = by_label(text, catalog.ENERGY_BY_PHASE.name, "phase", {"model": "m"})  # its only request
     assert phases["prefill"] > 0 and phases["decode"] > phases["prefill"]
     gpu0 = nvml.gpus[0].uuid
     assert total(text, catalog.IDLE_ENERGY.name, {"gpu": gpu0}) > 0  # before and after the request
@@ -156,7 +156,7 @@ def test_a_request_is_charged_its_gpu_time_and_the_rest_is_idle() -> None:
     assert total(text, catalog.KV_TOKEN_SECONDS.name, where) == pytest.approx(
         PROMPT * PREFILL_S / 2 + (PROMPT + OUTPUT / 2) * DECODE_S, rel=1e-6
     )
-    assert total(text, catalog.TTFT.name + "_count", {**where, "throttled": "false"}) == 1
+    assert total(text, catalog.TTFT.name + "_count", {"model": "m", "throttled": "false"}) == 1  # per model
     [(_, forwarded)] = backend.spans()
     enriched = attributes(forwarded)
     assert forwarded.trace_id == span.trace_id and forwarded.span_id == span.span_id

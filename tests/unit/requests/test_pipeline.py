@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.metrics import catalog
 from exporter.otlp.decode import DecodeRules, flatten
-from exporter.requests.collector import PipelineCollector
+from exporter.requests.collector import QueueCollector, RequestCollector
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.service.exposition import SeriesCounting
 from exporter.service.stats import StatsCollector
@@ -108,7 +108,7 @@ def test_hundred_thousand_tenants_stay_under_the_cap() -> None:
     assert sum(_requests(pipeline).values()) == 100_000
     assert pipeline.aggregator.overflow[("tenant", "cap")] == 100_000 - 50
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(RequestCollector(pipeline))
     text = generate_latest(registry).decode()
     assert total(text, catalog.LABEL_OVERFLOW.name, {"label": "tenant"}) == 100_000 - 50
     assert len(by_label(text, catalog.REQUESTS.name, "tenant")) == 51
@@ -145,7 +145,8 @@ def test_every_span_metric_of_the_catalog_is_exposed() -> None:
     pipeline.submit(flatten(request_of(sample_request_spans()), DecodeRules()), "http")
     pipeline.process_available()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(RequestCollector(pipeline))
+    registry.register(QueueCollector(pipeline))
     registry.register(StatsCollector(pipeline.stats))
     text = generate_latest(SeriesCounting(registry)).decode()
     for spec in (*catalog.LATENCY_HISTOGRAMS, catalog.REQUESTS, catalog.TOKENS, *catalog.SELF_METRICS):
@@ -213,5 +214,5 @@ def test_idle_series_are_forgotten_and_their_slots_freed() -> None:
     send("c")  # the slot a held is free again: c gets its own series
     assert set(_requests(pipeline)) == {(model, "b"), (model, "c")}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(RequestCollector(pipeline))
     assert set(by_label(generate_latest(registry).decode(), catalog.REQUESTS.name, "tenant")) == {"b", "c"}

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.attribution.attributor import Amount, Attributor, Pricing
 from exporter.metrics import catalog
 from exporter.requests.aggregate import RequestAggregator, series_per_pair
-from exporter.requests.collector import PipelineCollector
+from exporter.requests.collector import RequestCollector
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.requests.records import OTHER, RequestSpan
 from exporter.service import components
@@ -30,7 +30,7 @@ def span(model: str, i: int, ttft: float = 0.3, decode: float = 1.0, completion:
 
 def render(pipeline: SpanPipeline) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(RequestCollector(pipeline))
     return generate_latest(SeriesCounting(registry)).decode()
 
 
