@@ -4,7 +4,7 @@ It serves the same two endpoints as the exporter, with the same libraries (aioht
 grpc.aio for TraceService/Export), but only runs ExportTraceServiceRequest.ParseFromString before answering,
 so its cost is the floor that any Python receiver built on these libraries pays.
 
-    python benchmarks/bare_receiver.py --http 127.0.0.1:4318 --grpc 127.0.0.1:4317
+    python -m benchmarks.bare_receiver --http 127.0.0.1:4318 --grpc 127.0.0.1:4317
 
 Prints "ready" on stdout once both listeners are bound; SIGTERM or SIGINT stops it.
 """

@@ -7,7 +7,7 @@ spans / (first send .. the moment `llm_requests_total` on /metrics has counted a
 benchmarks/bare_receiver.py on the same core, which only parses each body; for it "counted" means "answered".
 The load generator (this process) runs pinned to CPU 1 and pre-builds every request body before timing.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--batches 200] [--concurrency 4]
+    .venv/bin/python -m benchmarks.bench_ingest [--batches 200] [--concurrency 4]
 """
 
 from __future__ import annotations

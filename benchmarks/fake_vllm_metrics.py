@@ -1,6 +1,6 @@
 """Serves the real vLLM 0.32 /metrics text on several loopback ports (one model each), for benchmarks.
 
-Usage: python benchmarks/fake_vllm_metrics.py PORT [PORT ...]
+Usage: python -m benchmarks.fake_vllm_metrics PORT [PORT ...]
 """
 
 from __future__ import annotations
