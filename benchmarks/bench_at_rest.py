@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,9 @@ import httpx
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.service.app import Exporter
 from exporter.service.settings import load_settings
+from tests.support.procs import free_port
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cpu_seconds() -> float:

@@ -18,7 +18,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from exporter.sim.replay import Replayer
+from tests.support.procs import free_port
 
 HERE = Path(__file__).resolve().parent
 EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"
@@ -93,14 +93,6 @@ def build_bodies(count: int, spans_per_batch: int, tenants: int, seed: int) -> l
 
 
 # --- processes --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,7 +12,6 @@ import asyncio
 import gzip
 import os
 import random
-import socket
 from collections.abc import Callable
 
 import grpc
@@ -24,6 +23,7 @@ from exporter.otlp.http_receiver import OtlpHttpReceiver
 from exporter.otlp.ingest import BodyTooLarge, gunzip_limited
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, load, to_otlp_json
+from tests.support.procs import free_port
 
 SCALE = float(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE", "1"))
 SEED = int(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_SEED", "20261128"))
@@ -120,9 +120,7 @@ def test_both_receivers_refuse_mutated_bodies_with_a_reason_and_count_each() -> 
                 )
                 assert response.status in (200, 400), response.status
                 http_refused += response.status == 400
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = otlp_grpc.server(otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules()), f"127.0.0.1:{port}", 1 << 20)
         await server.start()
         grpc_refused = 0

@@ -1,21 +1,24 @@
-"""Real processes for tests: the exporter (as its CLI runs it) and helpers to find ports and wait."""
+"""Real processes for tests and benchmarks: the exporter (as its CLI runs it) and helpers to find ports and wait."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -26,14 +29,38 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll `predicate` until true; fail with `what` after `timeout` seconds."""
+@contextlib.contextmanager
+def busy_port() -> Iterator[int]:
+    """A loopback port held bound and listening while the block runs (for binds that must fail)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port: int = s.getsockname()[1]
+        yield port
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll `predicate` until it returns something true, and return that; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def wait_for_async(check: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.1) -> T:
+    """`wait_for` on an event loop: await `check` until it gives something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

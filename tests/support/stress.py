@@ -21,7 +21,6 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,17 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service.process_collector import ProcStats, proc_stats
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
+from tests.support.procs import free_port
 
 MIB = 1 << 20
 REFUSALS = ("overloaded", "memory_limit")
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
