@@ -10,11 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import Literal, TypeVar
 
 import httpx
+
+from exporter.service.settings import ENV_PREFIX, env_of, flag_of
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"
@@ -77,32 +79,63 @@ def http_ok(url: str) -> bool:
 
 
 class ExporterProcess:
-    """`llm-token-exporter serve` on free loopback ports, as a subprocess."""
+    """`llm-token-exporter serve` (or another `command`) as a subprocess on free loopback ports, ready once built.
 
-    def __init__(self, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    Settings (by name, as `Settings` fields) reach it as flags or as LLM_TOKEN_EXPORTER_* variables; the listen
+    addresses are among them. Nothing of the caller's LLM_TOKEN_EXPORTER_* environment leaks in. `cpus` pins it
+    with `taskset -c` (which execs, so the pid is the command's); its output goes to `log_path` (appended) or to a
+    temporary file that is kept.
+    """
+
+    def __init__(
+        self,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        *,
+        command: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+        settings_as: Literal["flags", "env"] = "flags",
+        cpus: str = "",
+        log_path: Path | None = None,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
         self.web_port, self.http_port, self.grpc_port = free_port(), free_port(), free_port()
-        self.log: IO[bytes] = tempfile.NamedTemporaryFile(prefix="exporter-", suffix=".log", delete=False)  # noqa: SIM115
-        args = [
-            str(EXPORTER_BIN),
-            "serve",
-            "--web.listen-address",
-            f"127.0.0.1:{self.web_port}",
-            "--otlp.http.listen-address",
-            f"127.0.0.1:{self.http_port}",
-            "--otlp.grpc.listen-address",
-            f"127.0.0.1:{self.grpc_port}",
-            *extra_args,
-        ]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_TOKEN_EXPORTER_")}
+        self.stop_timeout = stop_timeout
+        every = {
+            "web_listen_address": f"127.0.0.1:{self.web_port}",
+            "otlp_http_listen_address": f"127.0.0.1:{self.http_port}",
+            "otlp_grpc_listen_address": f"127.0.0.1:{self.grpc_port}",
+            **(settings or {}),
+        }
+        args = list(command) or [str(EXPORTER_BIN), "serve"]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        if settings_as == "flags":
+            args += [arg for name, value in every.items() for arg in (flag_of(name), value)]
+        else:
+            full_env.update({env_of(name): value for name, value in every.items()})
+        args += extra_args
         full_env.update(env or {})
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        if cpus:
+            args = ["taskset", "-c", cpus, *args]
+        if log_path is None:
+            with tempfile.NamedTemporaryFile(prefix="exporter-", suffix=".log", delete=False) as log:
+                log_path = Path(log.name)
+        self.log_path = log_path
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env)
         try:
-            wait_for(lambda: self.proc.poll() is not None or http_ok(self.url("/readyz")), 30, "exporter ready")
+            wait_for(lambda: self.proc.poll() is not None or http_ok(self.url("/readyz")), ready_timeout, "ready")
         except TimeoutError:
             self.stop()
-            raise
+            raise RuntimeError(f"{args[0]} not ready within {ready_timeout:g} s:\n{self.output()[-4000:]}") from None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"exporter exited with {self.proc.returncode}:\n{self.output()}")
+            raise RuntimeError(f"{args[0]} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        return self.proc.pid
 
     def url(self, path: str) -> str:
         """URL of the exporter's web endpoint `path`."""
@@ -127,14 +160,14 @@ class ExporterProcess:
 
     def output(self) -> str:
         """Everything the process logged."""
-        return Path(self.log.name).read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, wait, kill if needed; returns the exit code."""
+    def stop(self, timeout: float | None = None) -> int:
+        """SIGTERM, wait (`stop_timeout` unless given), kill if needed; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

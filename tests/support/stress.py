@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service.process_collector import ProcStats, proc_stats
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
-from tests.support.procs import free_port
+from tests.support.procs import ExporterProcess, free_port
 
 MIB = 1 << 20
 REFUSALS = ("overloaded", "memory_limit")
@@ -65,61 +63,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class ExporterUnderTest:
-    """The exporter as a child process (`target`), on free loopback ports, settings through the environment."""
-
-    def __init__(self, settings: dict[str, str], log_path: Path, gpus: int = 0, flap_every_s: float = 0.0) -> None:
-        self.web, self.http, self.grpc = free_port(), free_port(), free_port()
-        self.env = {
-            **os.environ,
-            **{f"LLM_TOKEN_EXPORTER_{k.upper()}": v for k, v in settings.items()},
-            "LLM_TOKEN_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{self.web}",
-            "LLM_TOKEN_EXPORTER_OTLP_HTTP_LISTEN_ADDRESS": f"127.0.0.1:{self.http}",
-            "LLM_TOKEN_EXPORTER_OTLP_GRPC_LISTEN_ADDRESS": f"127.0.0.1:{self.grpc}",
-        }
-        self.command = [sys.executable, "-m", "tests.support.stress", "target", "--gpus", str(gpus)]
-        self.command += ["--flap-every", str(flap_every_s)]
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def metrics_url(self) -> str:
-        """Its /metrics."""
-        return f"http://127.0.0.1:{self.web}/metrics"
-
-    @property
-    def otlp_http_url(self) -> str:
-        """Its OTLP/HTTP endpoint."""
-        return f"http://127.0.0.1:{self.http}/v1/traces"
-
-    @property
-    def pid(self) -> int:
-        """Its process id."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def __enter__(self) -> ExporterUnderTest:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.web}/readyz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"exporter not ready within 30 s; see {self.log_path}")
-
-    def __exit__(self, *_: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start_target(settings: dict[str, str], log_path: Path, gpus: int = 0, flap_every_s: float = 0.0) -> ExporterProcess:
+    """The exporter as a child process (`target`, with `gpus` fake GPUs), settings through the environment."""
+    command = [sys.executable, "-m", "tests.support.stress", "target", "--gpus", str(gpus)]
+    command += ["--flap-every", str(flap_every_s)]
+    return ExporterProcess(command=command, settings=settings, settings_as="env", log_path=log_path, stop_timeout=20.0)
 
 
 @dataclass
@@ -133,13 +81,13 @@ class Sample:
     text: str = field(repr=False, default="")
 
 
-async def monitor(target: ExporterUnderTest, every_s: float, into: list[Sample], keep_text: bool = False) -> None:
+async def monitor(target: ExporterProcess, every_s: float, into: list[Sample], keep_text: bool = False) -> None:
     """Sample the exporter's resources and a timed /metrics scrape every `every_s` until cancelled."""
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=30) as client:
         while True:
             began = time.perf_counter()
-            text = (await client.get(target.metrics_url)).text
+            text = (await client.get(target.url("/metrics"))).text
             took = time.perf_counter() - began
             into.append(
                 Sample(time.monotonic() - started, proc_stats(target.pid), took, series_count(text), text * keep_text)
@@ -233,15 +181,15 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         settings["memory_limit_bytes"] = str(options.memory_limit_bytes)
     report = OverloadReport(options)
     quiet = io.StringIO()
-    with ExporterUnderTest(settings, options.log_path) as target:
+    with start_target(settings, options.log_path) as target:
         report.rss_start_mib = proc_stats(target.pid).rss_bytes / MIB
-        text = await scrape(target.metrics_url)
+        text = await scrape(target.url("/metrics"))
         report.memory_limit_mib = metric_sum(text, "llm_exporter_memory_limit_bytes") / MIB
         base = LoadOptions(protocol="http", endpoint=target.otlp_http_url, body_pool=16, models=2, tenants=20)
         # Capacity as bench_ingest measures it: as fast as answers come, 4 exports in flight.
         measured = await run_load(replace(base, rate=1e7, duration=options.capacity_s, concurrency=4), quiet)
         report.capacity = measured.achieved_rate
-        before = await scrape(target.metrics_url)
+        before = await scrape(target.url("/metrics"))
         samples: list[Sample] = []
         watcher = asyncio.create_task(monitor(target, 1.0, samples))
         try:
@@ -256,7 +204,7 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await asyncio.sleep(2.0)  # the worker drains what was acknowledged
-        after = await scrape(target.metrics_url)
+        after = await scrape(target.url("/metrics"))
         report.flood = flood
         report.offered = flood.spans_sent / flood.seconds
         report.accepted = flood.achieved_rate
@@ -275,7 +223,7 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
             replace(base, rate=0.5 * report.capacity, duration=options.recovery_s, concurrency=4), quiet
         )
         report.recovery = recovery
-        final = await scrape(target.metrics_url)
+        final = await scrape(target.url("/metrics"))
         report.recovery_dropped = metric_sum(final, "llm_exporter_spans_dropped_total") - metric_sum(
             after, "llm_exporter_spans_dropped_total"
         )
@@ -397,7 +345,7 @@ async def run_soak(options: SoakOptions) -> SoakReport:
     servers: list[subprocess.Popen[bytes]] = []
     with (
         fake_vllm_script() as script,
-        ExporterUnderTest(settings, options.log_path, options.gpus, options.flap_every_s) as target,
+        start_target(settings, options.log_path, options.gpus, options.flap_every_s) as target,
     ):
         watcher = asyncio.create_task(monitor(target, options.sample_every_s, report.samples))
         started = time.monotonic()
