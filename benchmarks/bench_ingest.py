@@ -39,6 +39,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from exporter.sim.replay import Replayer
 from tests.support.procs import ExporterProcess, wait_for_async
+from tests.support.prom import total
 
 HERE = Path(__file__).resolve().parent
 BARE_RECEIVER = HERE / "bare_receiver.py"
@@ -166,15 +167,6 @@ def grpc_sender(channel: Any) -> Sender:
     return send
 
 
-def metric_sum(text: str, name: str) -> float:
-    """Sum of the samples of `name` (every label set) in a Prometheus text exposition."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in "{ ":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @dataclass
 class Counts:
     """What the exporter's /metrics said."""
@@ -189,9 +181,9 @@ async def scrape(session: aiohttp.ClientSession, server: ExporterProcess) -> Cou
     async with session.get(server.url("/metrics")) as r:
         text = await r.text()
     return Counts(
-        metric_sum(text, "llm_requests_total"),
-        metric_sum(text, "llm_exporter_spans_dropped_total"),
-        metric_sum(text, "llm_exporter_spans_rejected_total"),
+        total(text, "llm_requests_total", parse_all=False),
+        total(text, "llm_exporter_spans_dropped_total", parse_all=False),
+        total(text, "llm_exporter_spans_rejected_total", parse_all=False),
     )
 
 

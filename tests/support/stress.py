@@ -30,24 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service.process_collector import ProcStats, proc_stats
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
 from tests.support.procs import ExporterProcess, free_port
+from tests.support.prom import total
 
 MIB = 1 << 20
 REFUSALS = ("overloaded", "memory_limit")
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples (counters by their family name + _total) whose labels include `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def series_count(text: str) -> int:
@@ -184,7 +174,7 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
     with start_target(settings, options.log_path) as target:
         report.rss_start_mib = proc_stats(target.pid).rss_bytes / MIB
         text = await scrape(target.url("/metrics"))
-        report.memory_limit_mib = metric_sum(text, "llm_exporter_memory_limit_bytes") / MIB
+        report.memory_limit_mib = total(text, "llm_exporter_memory_limit_bytes") / MIB
         base = LoadOptions(protocol="http", endpoint=target.otlp_http_url, body_pool=16, models=2, tenants=20)
         # Capacity as bench_ingest measures it: as fast as answers come, 4 exports in flight.
         measured = await run_load(replace(base, rate=1e7, duration=options.capacity_s, concurrency=4), quiet)
@@ -210,12 +200,12 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         report.accepted = flood.achieved_rate
         report.refused_exports_sender = flood.spans_failed // base.batch_size
         report.refused_exports_exporter = sum(
-            metric_sum(after, "llm_exporter_batches_rejected_total", reason=r)
-            - metric_sum(before, "llm_exporter_batches_rejected_total", reason=r)
+            total(after, "llm_exporter_batches_rejected_total", {"reason": r})
+            - total(before, "llm_exporter_batches_rejected_total", {"reason": r})
             for r in REFUSALS
         )
-        report.dropped_spans = metric_sum(after, "llm_exporter_spans_dropped_total", reason="queue_full") - (
-            metric_sum(before, "llm_exporter_spans_dropped_total", reason="queue_full")
+        report.dropped_spans = total(after, "llm_exporter_spans_dropped_total", {"reason": "queue_full"}) - (
+            total(before, "llm_exporter_spans_dropped_total", {"reason": "queue_full"})
         )
         report.scrape_ms = [1e3 * s.scrape_s for s in samples]
         report.rss_max_mib = max((s.stats.rss_bytes for s in samples), default=0) / MIB
@@ -224,7 +214,7 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         )
         report.recovery = recovery
         final = await scrape(target.url("/metrics"))
-        report.recovery_dropped = metric_sum(final, "llm_exporter_spans_dropped_total") - metric_sum(
+        report.recovery_dropped = total(final, "llm_exporter_spans_dropped_total") - total(
             after, "llm_exporter_spans_dropped_total"
         )
         report.rss_max_mib = max(report.rss_max_mib, proc_stats(target.pid).rss_bytes / MIB)
