@@ -20,9 +20,7 @@ import httpx
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.service.app import Exporter
 from exporter.service.settings import load_settings
-from tests.support.procs import free_port
-
-HERE = Path(__file__).resolve().parent
+from tests.support.procs import REPO, free_port, http_ok, wait_for
 
 
 def cpu_seconds() -> float:
@@ -42,9 +40,11 @@ def rss_mib() -> float:
 async def run(seconds: float, instances: int, gpus: int) -> None:
     """Start everything, let it idle (scrapes every 5 s, GPU samples every 1 s, a /metrics scrape every 15 s)."""
     ports = [free_port() for _ in range(instances)]
-    fake = subprocess.Popen([sys.executable, str(HERE / "fake_vllm_metrics.py"), *map(str, ports)])
+    fake = subprocess.Popen([sys.executable, "-m", "benchmarks.fake_vllm_metrics", *map(str, ports)], cwd=REPO)
     web_port = free_port()
     try:
+        last = f"http://127.0.0.1:{ports[-1]}/health"  # served last: all are up
+        wait_for(lambda: fake.poll() is not None or http_ok(last), 30, "the fake vLLM servers")
         settings = load_settings(
             {
                 "web_listen_address": f"127.0.0.1:{web_port}",

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from exporter.service.process_collector import ProcStats, proc_stats
+from exporter.sim import vllm_server
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
 from tests.support.procs import ExporterProcess, free_port
 from tests.support.prom import total
@@ -305,9 +306,8 @@ class SoakReport:
         return "\n".join(lines)
 
 
-FAKE_VLLM = (
-    "import sys\nfrom tests.support.stress import fake_vllm_main\nraise SystemExit(fake_vllm_main(sys.argv[1:]))\n"
-)
+# Imports only the installed package: the script runs from a temporary directory, where `tests` is not importable.
+FAKE_VLLM = "import sys\nfrom exporter.sim.vllm_server import main\nraise SystemExit(main(sys.argv[1:]))\n"
 
 
 @contextlib.contextmanager
@@ -318,6 +318,12 @@ def fake_vllm_script() -> Iterator[Path]:
         path.parent.mkdir(parents=True)
         path.write_text(FAKE_VLLM)
         yield path
+
+
+def still_serving(server: subprocess.Popen[bytes]) -> None:
+    """Raise if a fake vLLM server exited by itself (the exporter would have had nothing to discover)."""
+    if server.poll() is not None:
+        raise RuntimeError(f"a fake vLLM server exited by itself (code {server.returncode}): {server.args!r}")
 
 
 async def run_soak(options: SoakOptions) -> SoakReport:
@@ -349,6 +355,7 @@ async def run_soak(options: SoakOptions) -> SoakReport:
                     servers.append(subprocess.Popen([*args, f"loadgen-model-{tag}{m}"]))
                 while len(servers) > options.servers:  # the previous generation's pods go away
                     old = servers.pop(0)
+                    still_serving(old)
                     old.terminate()
                     old.wait(10)
                 left = options.duration_s - (time.monotonic() - started)
@@ -369,6 +376,8 @@ async def run_soak(options: SoakOptions) -> SoakReport:
                 )
                 report.spans_sent += load.spans_sent
                 report.spans_acked += load.spans_acked
+            for server in servers:
+                still_serving(server)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -380,32 +389,6 @@ async def run_soak(options: SoakOptions) -> SoakReport:
 
 
 # --- child processes ---
-
-
-def fake_vllm_main(argv: list[str]) -> int:
-    """A vLLM-like /metrics server for `--served-model-name` on `--port` (what the soak's pods run)."""
-    from aiohttp import web
-
-    from exporter.sim.metrics import CacheConfig, ModelShape, VllmStats, render
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--served-model-name", required=True)
-    args = parser.parse_args(argv)
-    started = time.time()
-    stats = VllmStats(started, ModelShape(8e9, 1, 131_072.0))
-    cache = CacheConfig(16, 27_000, 27_000 * 16 * 131_072)
-
-    async def metrics(_request: web.Request) -> web.Response:
-        stats.counters[("vllm:prompt_tokens", "")] += 1000  # some work, so rates are not all zero
-        stats.counters[("vllm:generation_tokens", "")] += 100
-        body = render(stats, args.served_model_name, cache, started)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
-    return 0
 
 
 def target_main(argv: list[str]) -> int:
@@ -451,12 +434,12 @@ def flapping_nvml(count: int, every_s: float) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`target` or `fake-vllm` (the child processes of the runs)."""
+    """`target` or `fake-vllm` (the child processes of the runs; fake-vllm is exporter.sim.vllm_server's main)."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["target"]:
         return target_main(args[1:])
     if args[:1] == ["fake-vllm"]:
-        return fake_vllm_main(args[1:])
+        return vllm_server.main(args[1:])
     print("usage: python -m tests.support.stress target|fake-vllm ...", file=sys.stderr)
     return 2
 
