@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import random
-import resource
 import signal
 import statistics
 import sys
@@ -38,7 +37,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from exporter.sim.replay import Replayer
-from tests.support.procs import ExporterProcess, wait_for_async
+from tests.support.procs import ExporterProcess, own_cpu_seconds, proc_stats, wait_for_async
 from tests.support.prom import total
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +46,6 @@ SERVER_CPU = 0
 CLIENT_CPU = 1
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOCOLS = ("http", "grpc")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Sender = Callable[[bytes], Awaitable[int]]  # sends one body, returns spans the server said it rejected
 
@@ -92,14 +90,6 @@ def build_bodies(count: int, spans_per_batch: int, tenants: int, seed: int) -> l
 
 
 # --- processes --------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, all its threads (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def start_server(kind: str, log_path: Path) -> ExporterProcess:
@@ -245,12 +235,6 @@ class Result:
         return self.server_cpu_s / self.spans * 1e6
 
 
-def client_cpu() -> float:
-    """CPU seconds used by this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def measure(
     kind: str, server: ExporterProcess, protocol: str, warmup: Sequence[bytes], bodies: Sequence[bytes], args: Any
 ) -> Result:
@@ -273,7 +257,7 @@ async def measure(
                     raise BenchError(f"{kind} rejected spans of the warm-up batches")
                 if is_exporter:
                     await wait_counted(scraper, server, warm_spans, args.count_timeout, args.poll_interval)
-                cpu0, client0 = cpu_seconds(server.pid), client_cpu()
+                cpu0, client0 = proc_stats(server.pid).cpu_seconds, own_cpu_seconds()
                 t0 = time.perf_counter()
                 rejected = await send_all(bodies, send, args.concurrency)
                 t_acked = time.perf_counter()
@@ -285,13 +269,13 @@ async def measure(
                         scraper, server, warm_spans + spans, args.count_timeout, args.poll_interval
                     )
                 t_done = time.perf_counter()
-                cpu1, client1 = cpu_seconds(server.pid), client_cpu()
+                cpu1, client1 = proc_stats(server.pid).cpu_seconds, own_cpu_seconds()
                 scrape_cpu = 0.0
                 if is_exporter:  # what one scrape of this exporter costs, to see how much polling added
-                    c0 = cpu_seconds(server.pid)
+                    c0 = proc_stats(server.pid).cpu_seconds
                     for _ in range(20):
                         await scrape(scraper, server)
-                    scrape_cpu = (cpu_seconds(server.pid) - c0) / 20
+                    scrape_cpu = (proc_stats(server.pid).cpu_seconds - c0) / 20
         finally:
             await channel.close()
     check_alive(kind, server)

@@ -29,7 +29,7 @@ from exporter.requests.collector import PipelineCollector
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.service.admission import Admission, cgroup_memory_limit
 from exporter.service.auth import TokenFile
-from exporter.service.process_collector import ProcessCollector
+from exporter.service.process_collector import register_process_collectors
 from exporter.service.settings import Settings, parse_address
 from exporter.service.tls import CertReloader, TlsError, TlsFiles, grpc_credentials, server_context
 from exporter.service.web import metrics_app
@@ -145,7 +145,7 @@ class Exporter:
             lambda: self.pipeline.queue_depth,
             max_wait_s=self.settings.otlp_max_wait_seconds,
         )
-        self.registry.register(ProcessCollector(self.admission))
+        register_process_collectors(self.registry, self.admission)
 
     def _model_of(self, instance: Instance) -> str | None:
         """An instance's model: configured, else the one model its /metrics serves."""

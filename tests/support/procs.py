@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -21,6 +23,7 @@ from exporter.service.settings import ENV_PREFIX, env_of, flag_of
 REPO = Path(__file__).resolve().parents[2]
 EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"
 T = TypeVar("T")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -63,6 +66,36 @@ async def wait_for_async(check: Callable[[], Awaitable[T]], timeout: float, what
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@dataclass(frozen=True)
+class ProcStats:
+    """A process's resources at one moment, from /proc."""
+
+    rss_bytes: int
+    threads: int
+    fds: int
+    cpu_seconds: float  # user + system, all its threads
+
+
+def proc_stats(pid: int | str = "self") -> ProcStats:
+    """Resident memory, threads, open file descriptors and CPU seconds of `pid`; OSError when it is gone."""
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    # After the command name's closing parenthesis: field 3 (state) first; utime and stime are fields 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return ProcStats(rss, threads, len(os.listdir(f"/proc/{pid}/fd")), cpu)
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (getrusage: finer than /proc's clock ticks)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -31,10 +31,9 @@ from typing import Any
 
 import httpx
 
-from exporter.service.process_collector import ProcStats, proc_stats
 from exporter.sim import vllm_server
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
-from tests.support.procs import ExporterProcess, free_port
+from tests.support.procs import ExporterProcess, ProcStats, free_port, proc_stats
 from tests.support.prom import total
 
 MIB = 1 << 20
