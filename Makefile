@@ -43,13 +43,13 @@ unit: $(VENV)/.test-deps
 	$(BIN)/pytest -ra -m "not integration and not e2e" $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python benchmarks/bench_render.py
-	$(BIN)/python benchmarks/bench_ingest.py
-	$(BIN)/python benchmarks/bench_engine_parse.py
-	$(BIN)/python benchmarks/bench_gpu_sampler.py
-	$(BIN)/python benchmarks/bench_attribution.py
-	$(BIN)/python benchmarks/bench_at_rest.py
-	$(BIN)/python benchmarks/bench_overload.py
+	$(BIN)/python -m benchmarks.bench_render
+	$(BIN)/python -m benchmarks.bench_ingest
+	$(BIN)/python -m benchmarks.bench_engine_parse
+	$(BIN)/python -m benchmarks.bench_gpu_sampler
+	$(BIN)/python -m benchmarks.bench_attribution
+	$(BIN)/python -m benchmarks.bench_at_rest
+	$(BIN)/python -m benchmarks.bench_overload
 
 sync-chart: install
 	$(BIN)/python scripts/sync-chart-artifacts

@@ -4,9 +4,12 @@ It serves the same two endpoints as the exporter, with the same libraries (aioht
 grpc.aio for TraceService/Export), but only runs ExportTraceServiceRequest.ParseFromString before answering,
 so its cost is the floor that any Python receiver built on these libraries pays.
 
-    python benchmarks/bare_receiver.py --http 127.0.0.1:4318 --grpc 127.0.0.1:4317
+    python -m benchmarks.bare_receiver --http 127.0.0.1:4318 --grpc 127.0.0.1:4317
 
-Prints "ready" on stdout once both listeners are bound; SIGTERM or SIGINT stops it.
+Prints "ready" on stdout once both listeners are bound; SIGTERM or SIGINT stops it. It also takes the exporter's
+own flags for its addresses (--otlp.http.listen-address, --otlp.grpc.listen-address, and --web.listen-address,
+where it then answers GET /readyz once both listeners are bound), so the harness that starts the exporter
+(tests.support.procs.ExporterProcess) starts it the same way.
 """
 
 from __future__ import annotations
@@ -48,8 +51,13 @@ async def handle_grpc(body: bytes, context: Any) -> ExportTraceServiceResponse:
     return ExportTraceServiceResponse()
 
 
-async def serve(http_address: str, grpc_address: str) -> None:
-    """Run both listeners until SIGTERM or SIGINT."""
+async def handle_ready(request: web.Request) -> web.Response:
+    """GET /readyz: both listeners are bound (the web address is bound after them)."""
+    return web.Response(text="ready\n")
+
+
+async def serve(http_address: str, grpc_address: str, web_address: str | None = None) -> None:
+    """Run both listeners (and /readyz on `web_address`) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +65,8 @@ async def serve(http_address: str, grpc_address: str) -> None:
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/traces", handle_http)
+    if web_address:
+        app.router.add_get("/readyz", handle_ready)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(http_address)
@@ -74,6 +84,9 @@ async def serve(http_address: str, grpc_address: str) -> None:
     if server.add_insecure_port(grpc_address) == 0:
         raise OSError(f"cannot listen on {grpc_address}")
     await server.start()
+    if web_address:  # bound last: answering there means both listeners are
+        host, port = split_address(web_address)
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
     print("ready", flush=True)
     try:
         await stop.wait()
@@ -85,10 +98,11 @@ async def serve(http_address: str, grpc_address: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--http", required=True, metavar="HOST:PORT", help="OTLP/HTTP listen address")
-    parser.add_argument("--grpc", required=True, metavar="HOST:PORT", help="OTLP/gRPC listen address")
+    parser.add_argument("--http", "--otlp.http.listen-address", required=True, metavar="HOST:PORT", help="OTLP/HTTP")
+    parser.add_argument("--grpc", "--otlp.grpc.listen-address", required=True, metavar="HOST:PORT", help="OTLP/gRPC")
+    parser.add_argument("--web.listen-address", dest="web", metavar="HOST:PORT", help="GET /readyz here when ready")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.http, args.grpc))
+    asyncio.run(serve(args.http, args.grpc, args.web))
     return 0
 
 

@@ -9,50 +9,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from exporter.gpu.fake_nvml import FakeNvml
 from exporter.service.app import Exporter
 from exporter.service.settings import load_settings
+from tests.support.procs import REPO, free_port, http_ok, own_cpu_seconds, proc_stats, wait_for
 
-HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+MIB = 1 << 20
 
 
 async def run(seconds: float, instances: int, gpus: int) -> None:
     """Start everything, let it idle (scrapes every 5 s, GPU samples every 1 s, a /metrics scrape every 15 s)."""
     ports = [free_port() for _ in range(instances)]
-    fake = subprocess.Popen([sys.executable, str(HERE / "fake_vllm_metrics.py"), *map(str, ports)])
+    fake = subprocess.Popen([sys.executable, "-m", "benchmarks.fake_vllm_metrics", *map(str, ports)], cwd=REPO)
     web_port = free_port()
     try:
+        last = f"http://127.0.0.1:{ports[-1]}/health"  # served last: all are up
+        wait_for(lambda: fake.poll() is not None or http_ok(last), 30, "the fake vLLM servers")
         settings = load_settings(
             {
                 "web_listen_address": f"127.0.0.1:{web_port}",
@@ -71,13 +49,13 @@ async def run(seconds: float, instances: int, gpus: int) -> None:
             text = (await client.get(f"http://127.0.0.1:{web_port}/metrics")).text
             up = sum(1 for line in text.splitlines() if line.startswith("llm_engine_up{") and line.endswith(" 1.0"))
             gpu_up = sum(1 for line in text.splitlines() if line.startswith("gpu_up{") and line.endswith(" 1.0"))
-            cpu0, t0 = cpu_seconds(), time.monotonic()
+            cpu0, t0 = own_cpu_seconds(), time.monotonic()
             while time.monotonic() - t0 < seconds:
                 await asyncio.sleep(15)
                 await client.get(f"http://127.0.0.1:{web_port}/metrics")
-            cpu = cpu_seconds() - cpu0
+            cpu = own_cpu_seconds() - cpu0
             wall = time.monotonic() - t0
-        rss = rss_mib()
+        rss = proc_stats().rss_bytes / MIB
         await exporter.stop()
     finally:
         fake.terminate()

@@ -5,7 +5,7 @@ NVML call costs its own time in the driver instead (not measured here). Every fa
 (GPM, memory temperature, processes), so every pass makes the full set of calls. Ring memory is measured with
 tracemalloc after filling every GPU's ring to its capacity at the default retention and interval.
 
-    .venv/bin/python benchmarks/bench_gpu_sampler.py [--gpus 8] [--passes 2000] [--retention 900] [--interval 1]
+    .venv/bin/python -m benchmarks.bench_gpu_sampler [--gpus 8] [--passes 2000] [--retention 900] [--interval 1]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ spans / (first send .. the moment `llm_requests_total` on /metrics has counted a
 benchmarks/bare_receiver.py on the same core, which only parses each body; for it "counted" means "answered".
 The load generator (this process) runs pinned to CPU 1 and pre-builds every request body before timing.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--batches 200] [--concurrency 4]
+    .venv/bin/python -m benchmarks.bench_ingest [--batches 200] [--concurrency 4]
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ import argparse
 import asyncio
 import os
 import random
-import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import grpc
@@ -40,15 +37,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from exporter.sim.replay import Replayer
+from tests.support.procs import ExporterProcess, own_cpu_seconds, proc_stats, wait_for_async
+from tests.support.prom import total
 
 HERE = Path(__file__).resolve().parent
-EXPORTER_BIN = Path(sys.executable).parent / "llm-token-exporter"
 BARE_RECEIVER = HERE / "bare_receiver.py"
 SERVER_CPU = 0
 CLIENT_CPU = 1
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOCOLS = ("http", "grpc")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Sender = Callable[[bytes], Awaitable[int]]  # sends one body, returns spans the server said it rejected
 
@@ -95,106 +92,20 @@ def build_bodies(count: int, spans_per_batch: int, tenants: int, seed: int) -> l
 # --- processes --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def start_server(kind: str, log_path: Path) -> ExporterProcess:
+    """The exporter, or the bare receiver (`kind`), pinned to SERVER_CPU on free loopback ports, ready."""
+    command = [sys.executable, str(BARE_RECEIVER)] if kind == "bare" else []
+    extra = ["--log.level", "warning"] if kind == "exporter" else []
+    try:
+        return ExporterProcess(extra, command=command, cpus=str(SERVER_CPU), log_path=log_path, stop_timeout=5.0)
+    except RuntimeError as exc:
+        raise BenchError(f"{kind}: {exc}") from exc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, all its threads (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-class Server:
-    """A receiver subprocess pinned to SERVER_CPU on free loopback ports; stop() terminates then kills it."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.web_port, self.http_port, self.grpc_port = free_port(), free_port(), free_port()
-        self.log: IO[bytes] = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)  # noqa: SIM115
-        if kind == "exporter":
-            cmd = [
-                str(EXPORTER_BIN),
-                "serve",
-                "--web.listen-address",
-                f"127.0.0.1:{self.web_port}",
-                "--otlp.http.listen-address",
-                f"127.0.0.1:{self.http_port}",
-                "--otlp.grpc.listen-address",
-                f"127.0.0.1:{self.grpc_port}",
-                "--log.level",
-                "warning",
-            ]
-        else:
-            cmd = [
-                sys.executable,
-                str(BARE_RECEIVER),
-                "--http",
-                f"127.0.0.1:{self.http_port}",
-                "--grpc",
-                f"127.0.0.1:{self.grpc_port}",
-            ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_TOKEN_EXPORTER_")}
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CPU), *cmd], stdout=self.log, stderr=subprocess.STDOUT, env=env
-        )
-
-    @property
-    def pid(self) -> int:
-        """The server's pid (taskset execs the command, so it keeps taskset's pid)."""
-        return self.proc.pid
-
-    def url(self, path: str) -> str:
-        """URL on the exporter's web port."""
-        return f"http://127.0.0.1:{self.web_port}{path}"
-
-    def output(self) -> str:
-        """What the server wrote to stdout and stderr so far."""
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        """Raise BenchError if the server exited."""
-        if self.proc.poll() is not None:
-            raise BenchError(f"{self.kind} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the exporter's /readyz answers 200, or the bare receiver printed 'ready'."""
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                self.check_alive()
-                if self.kind == "exporter":
-                    try:
-                        async with session.get(self.url("/readyz")) as r:
-                            if r.status == 200:
-                                return
-                    except aiohttp.ClientError:
-                        pass
-                elif "ready" in self.output():
-                    return
-                await asyncio.sleep(0.05)
-        raise BenchError(f"{self.kind} not ready after {timeout:.0f}s:\n{self.output()[-4000:]}")
-
-    def stop(self) -> None:
-        """Terminate, then kill after 5 s; remove the log."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
-        finally:
-            self.log.close()
-            Path(self.log.name).unlink(missing_ok=True)
+def check_alive(kind: str, server: ExporterProcess) -> None:
+    """Raise BenchError if the server exited."""
+    if server.proc.poll() is not None:
+        raise BenchError(f"{kind} exited with {server.proc.returncode}:\n{server.output()[-4000:]}")
 
 
 # --- load generation --------------------------------------------------------------------------------------
@@ -246,15 +157,6 @@ def grpc_sender(channel: Any) -> Sender:
     return send
 
 
-def metric_sum(text: str, name: str) -> float:
-    """Sum of the samples of `name` (every label set) in a Prometheus text exposition."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in "{ ":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @dataclass
 class Counts:
     """What the exporter's /metrics said."""
@@ -264,43 +166,48 @@ class Counts:
     rejected: float
 
 
-async def scrape(session: aiohttp.ClientSession, server: Server) -> Counts:
+async def scrape(session: aiohttp.ClientSession, server: ExporterProcess) -> Counts:
     """One GET /metrics of the exporter."""
     async with session.get(server.url("/metrics")) as r:
         text = await r.text()
     return Counts(
-        metric_sum(text, "llm_requests_total"),
-        metric_sum(text, "llm_exporter_spans_dropped_total"),
-        metric_sum(text, "llm_exporter_spans_rejected_total"),
+        total(text, "llm_requests_total", parse_all=False),
+        total(text, "llm_exporter_spans_dropped_total", parse_all=False),
+        total(text, "llm_exporter_spans_rejected_total", parse_all=False),
     )
 
 
 async def wait_counted(
-    session: aiohttp.ClientSession, server: Server, expected: int, timeout: float, interval: float
+    session: aiohttp.ClientSession, server: ExporterProcess, expected: int, timeout: float, interval: float
 ) -> int:
     """Poll /metrics until llm_requests_total sums to `expected`; returns the number of scrapes made."""
-    deadline = time.monotonic() + timeout
     scrapes = 0
-    while True:
-        server.check_alive()
+    counted = 0.0
+
+    async def complete() -> bool:
+        nonlocal scrapes, counted
+        check_alive("exporter", server)
         counts = await scrape(session, server)
         scrapes += 1
+        counted = counts.requests
         if counts.dropped or counts.rejected:
             raise BenchError(
                 f"exporter lost spans: llm_exporter_spans_dropped_total={counts.dropped:g}, "
                 f"llm_exporter_spans_rejected_total={counts.rejected:g} (llm_requests_total={counts.requests:g} "
                 f"of {expected})"
             )
-        if counts.requests == expected:
-            return scrapes
         if counts.requests > expected:
             raise BenchError(f"llm_requests_total={counts.requests:g} exceeds the {expected} spans sent")
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"llm_requests_total reached only {counts.requests:g} of {expected} within {timeout:g}s after the "
-                "last acknowledgement"
-            )
-        await asyncio.sleep(interval)
+        return counts.requests == expected
+
+    try:
+        await wait_for_async(complete, timeout, "llm_requests_total", interval)
+    except TimeoutError:
+        raise BenchError(
+            f"llm_requests_total reached only {counted:g} of {expected} within {timeout:g}s after the "
+            "last acknowledgement"
+        ) from None
+    return scrapes
 
 
 @dataclass
@@ -328,18 +235,13 @@ class Result:
         return self.server_cpu_s / self.spans * 1e6
 
 
-def client_cpu() -> float:
-    """CPU seconds used by this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def measure(server: Server, protocol: str, warmup: Sequence[bytes], bodies: Sequence[bytes], args: Any) -> Result:
+async def measure(
+    kind: str, server: ExporterProcess, protocol: str, warmup: Sequence[bytes], bodies: Sequence[bytes], args: Any
+) -> Result:
     """Warm up, then time sending `bodies` until they are counted (exporter) or answered (bare)."""
-    await server.wait_ready()
     spans_per_batch = args.spans_per_batch
     warm_spans = len(warmup) * spans_per_batch
-    is_exporter = server.kind == "exporter"
+    is_exporter = kind == "exporter"
     if not is_exporter:  # parse-only is ~20x faster: repeat the bodies so the CPU tick count means something
         bodies = list(bodies) * args.bare_passes
     spans = len(bodies) * spans_per_batch
@@ -352,43 +254,42 @@ async def measure(server: Server, protocol: str, warmup: Sequence[bytes], bodies
             send = http_sender(session, server.http_port) if protocol == "http" else grpc_sender(channel)
             async with aiohttp.ClientSession() as scraper:
                 if await send_all(warmup, send, args.concurrency):
-                    raise BenchError(f"{server.kind} rejected spans of the warm-up batches")
+                    raise BenchError(f"{kind} rejected spans of the warm-up batches")
                 if is_exporter:
                     await wait_counted(scraper, server, warm_spans, args.count_timeout, args.poll_interval)
-                cpu0, client0 = cpu_seconds(server.pid), client_cpu()
+                cpu0, client0 = proc_stats(server.pid).cpu_seconds, own_cpu_seconds()
                 t0 = time.perf_counter()
                 rejected = await send_all(bodies, send, args.concurrency)
                 t_acked = time.perf_counter()
                 if rejected:
-                    raise BenchError(f"{server.kind} answered partial_success: {rejected} spans rejected or dropped")
+                    raise BenchError(f"{kind} answered partial_success: {rejected} spans rejected or dropped")
                 scrapes = 0
                 if is_exporter:
                     scrapes = await wait_counted(
                         scraper, server, warm_spans + spans, args.count_timeout, args.poll_interval
                     )
                 t_done = time.perf_counter()
-                cpu1, client1 = cpu_seconds(server.pid), client_cpu()
+                cpu1, client1 = proc_stats(server.pid).cpu_seconds, own_cpu_seconds()
                 scrape_cpu = 0.0
                 if is_exporter:  # what one scrape of this exporter costs, to see how much polling added
-                    c0 = cpu_seconds(server.pid)
+                    c0 = proc_stats(server.pid).cpu_seconds
                     for _ in range(20):
                         await scrape(scraper, server)
-                    scrape_cpu = (cpu_seconds(server.pid) - c0) / 20
+                    scrape_cpu = (proc_stats(server.pid).cpu_seconds - c0) / 20
         finally:
             await channel.close()
-    server.check_alive()
-    return Result(
-        server.kind, protocol, spans, t_done - t0, t_acked - t0, cpu1 - cpu0, client1 - client0, scrapes, scrape_cpu
-    )
+    check_alive(kind, server)
+    return Result(kind, protocol, spans, t_done - t0, t_acked - t0, cpu1 - cpu0, client1 - client0, scrapes, scrape_cpu)
 
 
 def run_one(kind: str, protocol: str, warmup: Sequence[bytes], bodies: Sequence[bytes], args: Any) -> Result:
-    """Start a fresh server, measure, stop it (even on error)."""
-    server = Server(kind)
-    try:
-        return asyncio.run(measure(server, protocol, warmup, bodies, args))
-    finally:
-        server.stop()
+    """Start a fresh server, measure, stop it (even on error); its log goes with it."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
+        server = start_server(kind, Path(tmp) / "server.log")
+        try:
+            return asyncio.run(measure(kind, server, protocol, warmup, bodies, args))
+        finally:
+            server.stop()
 
 
 # --- report -----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Overload: the exporter's capacity, then a flood at several times it, then half of it (tests.support.stress).
 
-python benchmarks/bench_overload.py                     # 3x for 120 s (the README's numbers)
-python benchmarks/bench_overload.py --flood-seconds 600 --factor 5
+python -m benchmarks.bench_overload                     # 3x for 120 s (the README's numbers)
+python -m benchmarks.bench_overload --flood-seconds 600 --factor 5
 """
 
 from __future__ import annotations

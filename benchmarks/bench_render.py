@@ -8,7 +8,7 @@ in a CollectorRegistry(auto_describe=False) as the exporter does, is rendered re
 prometheus_client's generate_latest for each format. "Series" = sample lines of the text exposition (lines
 not starting with #).
 
-    .venv/bin/python benchmarks/bench_render.py [--targets 1000,5000] [--runs 30]
+    .venv/bin/python -m benchmarks.bench_render [--targets 1000,5000] [--runs 30]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Soak: the exporter for a long time under churn (tests.support.stress): vLLM servers, models and tenants
 replaced every few minutes, GPUs lost and back; prints resident memory, series, threads and fds over the run.
 
-    python benchmarks/bench_soak.py                          # one hour (the README's numbers)
-    python benchmarks/bench_soak.py --duration 300 --churn 30 --idle 60
+    python -m benchmarks.bench_soak                          # one hour (the README's numbers)
+    python -m benchmarks.bench_soak --duration 300 --churn 30 --idle 60
 """
 
 from __future__ import annotations

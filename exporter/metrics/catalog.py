@@ -307,13 +307,16 @@ MEMORY_LIMIT = MetricSpec(
     "Memory ceiling the exporter guards (the container's limit by default; 0: none); near it, exports are "
     "refused while spans are queued (memory_limit).",
 )
-PROCESS_RESIDENT_MEMORY = MetricSpec(
-    "process_resident_memory_bytes", Kind.GAUGE, "Resident memory size of the exporter process in bytes."
+# Served by prometheus_client's ProcessCollector: the help texts are its own, word for word.
+PROCESS_RESIDENT_MEMORY = MetricSpec("process_resident_memory_bytes", Kind.GAUGE, "Resident memory size in bytes.")
+PROCESS_VIRTUAL_MEMORY = MetricSpec("process_virtual_memory_bytes", Kind.GAUGE, "Virtual memory size in bytes.")
+PROCESS_CPU = MetricSpec("process_cpu_seconds_total", Kind.COUNTER, "Total user and system CPU time spent in seconds.")
+PROCESS_START_TIME = MetricSpec(
+    "process_start_time_seconds", Kind.GAUGE, "Start time of the process since unix epoch in seconds."
 )
-PROCESS_CPU = MetricSpec(
-    "process_cpu_seconds_total", Kind.COUNTER, "User and system CPU time of the exporter process in seconds."
-)
-PROCESS_OPEN_FDS = MetricSpec("process_open_fds", Kind.GAUGE, "Open file descriptors of the exporter process.")
+PROCESS_OPEN_FDS = MetricSpec("process_open_fds", Kind.GAUGE, "Number of open file descriptors.")
+PROCESS_MAX_FDS = MetricSpec("process_max_fds", Kind.GAUGE, "Maximum number of open file descriptors.")
+# What it lacks (exporter.service.process_collector.ProcessExtrasCollector).
 PROCESS_THREADS = MetricSpec("process_threads", Kind.GAUGE, "Threads of the exporter process.")
 TENANT_PENDING = MetricSpec(
     "llm_exporter_tenant_join_pending_spans",
@@ -367,8 +370,11 @@ PROCESS_METRICS: tuple[MetricSpec, ...] = (
     EXPORTS_IN_PROGRESS,
     MEMORY_LIMIT,
     PROCESS_RESIDENT_MEMORY,
+    PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,
+    PROCESS_START_TIME,
     PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
     PROCESS_THREADS,
 )
 

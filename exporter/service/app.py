@@ -28,7 +28,7 @@ from exporter.service import components
 from exporter.service.admission import Admission
 from exporter.service.auth import TokenFile
 from exporter.service.exposition import Exposition
-from exporter.service.process_collector import ProcessCollector
+from exporter.service.process_collector import register_process_collectors
 from exporter.service.settings import Settings, parse_address
 from exporter.service.stats import ExporterStats, StatsCollector
 from exporter.service.tls import CertReloader, TlsError, TlsFiles, grpc_credentials, server_context
@@ -102,9 +102,9 @@ class Exporter:
             TopologyCollector(self.topology),
             EngineCollector(self.scraper),
             AttributionCollector(self.attribution),
-            ProcessCollector(self.admission),
         ):
             self.live_registry.register(collector)
+        register_process_collectors(self.live_registry, self.admission)
         self.registry = CollectorRegistry(auto_describe=False)  # everything, for tools and tests
         self.registry.register(self.requests_registry)
         self.registry.register(self.live_registry)

@@ -3,8 +3,9 @@
 The core is pure and stepped by a clock it is given (`Simulation.advance_to(t)`): tenants' arrivals
 (`workload`), one continuous-batching engine per vLLM instance (`engine`, `kv`), GPU power and clocks (`power`),
 the vLLM-format /metrics (`metrics`) and OTLP spans (`spans`) each instance would produce, and the ground truth
-of energy per request (`ledger`). Around it, `node.SimNode` runs it in real time with real sockets and an NVML
-that follows the load (`nvml.SimulatedNvml`, on `exporter.gpu.fake_nvml`); `scenarios` names what can happen.
+of energy per request (`ledger`). Around it, `node.SimNode` runs it in real time with real sockets (each
+instance's /metrics and /health through `vllm_server`) and an NVML that follows the load (`nvml.SimulatedNvml`,
+on `exporter.gpu.fake_nvml`); `scenarios` names what can happen.
 
     from exporter.sim import NodeOptions, NodeSpec, SimNode, scenario
     node = SimNode(NodeSpec(), scenario("latency_regression", at=30), NodeOptions(otlp_endpoint="127.0.0.1:4317"))

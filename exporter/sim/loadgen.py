@@ -19,14 +19,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 import httpx
-from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from exporter.sim.metrics import CacheConfig, ModelShape, VllmStats, render
 from exporter.sim.senders import Transport, transport
 from exporter.sim.spans import SCOPE, RequestTiming, VllmProcess, export_request, request_span
 from exporter.sim.view import Scrape
+from exporter.sim.vllm_server import SyntheticEngine, VllmHttpServer
 from exporter.sim.workload import LengthDist
 
 SELF_METRICS = (
@@ -177,13 +176,9 @@ class ScrapeTargets:
 
     def __init__(self, count: int, models: int, base_port: int) -> None:
         self.count, self.models, self.base_port = count, models, base_port
-        started = time.time()
-        shape = ModelShape(8e9, 1, 131_072.0)
-        self.stats = [VllmStats(started, shape) for _ in range(count)]
-        self.cache = CacheConfig(16, 27_000, 27_000 * 16 * 131_072)
-        self.started = started
+        self.engines = [SyntheticEngine(self.model(i)) for i in range(count)]
         self.ports: list[int] = []
-        self._runners: list[web.AppRunner] = []
+        self._servers: list[VllmHttpServer] = []
 
     def model(self, i: int) -> str:
         """The model target `i` serves."""
@@ -191,26 +186,16 @@ class ScrapeTargets:
 
     async def start(self) -> None:
         """Bind every endpoint on 127.0.0.1."""
-        for i in range(self.count):
-
-            async def metrics(_request: web.Request, i: int = i) -> web.Response:
-                body = render(self.stats[i], self.model(i), self.cache, self.started)
-                return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-            app = web.Application()
-            app.router.add_get("/metrics", metrics)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            self._runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", self.base_port + i if self.base_port else 0)
-            await site.start()
-            self.ports.append(int(runner.addresses[-1][1]))
+        for i, engine in enumerate(self.engines):
+            server = VllmHttpServer(engine.body, "127.0.0.1", self.base_port + i if self.base_port else 0)
+            self.ports.append(await server.start())
+            self._servers.append(server)
 
     def sent(self, model: int, spans: int) -> None:
         """Spans of `model` were acknowledged: its targets count the requests and tokens."""
         targets = [i for i in range(self.count) if i % self.models == model]
         for i in targets:
-            counters = self.stats[i].counters
+            counters = self.engines[i].stats.counters
             share = spans / len(targets)
             counters[("vllm:request_success", "length")] += share
             counters[("vllm:prompt_tokens", "")] += 600 * share
@@ -225,8 +210,8 @@ class ScrapeTargets:
 
     async def stop(self) -> None:
         """Close every endpoint."""
-        for runner in self._runners:
-            await runner.cleanup()
+        for server in self._servers:
+            await server.stop()
 
 
 async def _self_metrics(client: httpx.AsyncClient, url: str | None) -> dict[str, float]:

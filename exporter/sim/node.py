@@ -24,8 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from exporter.sim.ledger import Ledger
 from exporter.sim.metrics import render
 from exporter.sim.nvml import SimulatedNvml
@@ -33,6 +31,7 @@ from exporter.sim.scenarios import Scenario
 from exporter.sim.senders import BatchSpanProcessor, SenderStats, Transport, transport
 from exporter.sim.simulation import InstanceRuntime, Simulation
 from exporter.sim.spec import NodeSpec
+from exporter.sim.vllm_server import VllmHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class SimNode:
         self.ports: list[int] = []
         self.processors: dict[str, BatchSpanProcessor] = {}
         self._transport: Transport | None = None
-        self._runners: list[web.AppRunner] = []
+        self._servers: list[VllmHttpServer] = []
         self._driver: asyncio.Task[None] | None = None
 
     @property
@@ -135,37 +134,22 @@ class SimNode:
         self._driver = asyncio.get_running_loop().create_task(self._drive(), name="sim-node")
 
     async def _serve(self, instance: InstanceRuntime, port: int) -> int:
-        async def metrics(_request: web.Request) -> web.Response:
-            return await self._metrics(instance)
+        def body() -> bytes | None:
+            with self.lock:
+                if not instance.serving(self.clock()):
+                    return None
+                return render(instance.stats, instance.model.name, instance.cache, instance.process_start)
 
-        async def health(_request: web.Request) -> web.Response:
-            return await self._health(instance)
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/health", health)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, self.options.metrics_host, port)
+        server = VllmHttpServer(body, self.options.metrics_host, port, lambda: instance.serving(self.clock()))
         try:
-            await site.start()
+            bound = await server.start()
         except OSError as exc:
             address = f"{self.options.metrics_host}:{port}"
             raise NodeStartError(
                 f"cannot listen on {address} for simulated vLLM {instance.name}: {exc.strerror}"
             ) from exc
-        return int(runner.addresses[-1][1])
-
-    async def _metrics(self, instance: InstanceRuntime) -> web.Response:
-        with self.lock:
-            if not instance.serving(self.clock()):
-                return web.Response(status=503, text="engine not running\n")
-            body = render(instance.stats, instance.model.name, instance.cache, instance.process_start)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-    async def _health(self, instance: InstanceRuntime) -> web.Response:
-        return web.Response(status=200 if instance.serving(self.clock()) else 503)
+        self._servers.append(server)
+        return bound
 
     async def _drive(self) -> None:
         options = self.options
@@ -214,6 +198,6 @@ class SimNode:
         await self._close_servers()
 
     async def _close_servers(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners = []
+        for server in self._servers:
+            await server.stop()
+        self._servers = []

@@ -47,7 +47,7 @@ from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, find_binary
 from exporter.sim.scenarios import scenario
 from exporter.sim.spec import LLAMA_8B, NodeSpec
 from exporter.sim.workload import LengthDist, Tenant
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_for_async
 
 T = TypeVar("T")
 Note = tuple[float, dict[str, Any]]  # (arrival unix time, webhook body)
@@ -134,13 +134,18 @@ async def _spawn(stack: AsyncExitStack, args: list[str], ready_url: str, log: Pa
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     stack.callback(_stop, proc)
     async with httpx.AsyncClient(timeout=1.0) as client:
-        for _ in range(150):
+
+        async def ready() -> bool:
             assert proc.poll() is None, f"{args[0]} exited:\n{log.read_text(errors='replace')[-2000:]}"
             with suppress(httpx.HTTPError):
-                if (await client.get(ready_url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{args[0]} not ready after 30 s:\n{log.read_text(errors='replace')[-2000:]}")
+                return (await client.get(ready_url)).status_code == 200
+            return False
+
+        try:
+            await wait_for_async(ready, 30, ready_url, interval=0.2)
+        except TimeoutError:
+            output = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{args[0]} not ready after 30 s:\n{output}") from None
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -233,12 +238,10 @@ async def _start_node(stack: AsyncExitStack, exporter_port: int) -> None:
 
 async def _until(what: str, deadline: float, check: Callable[[], Awaitable[T]], hook: Webhook) -> T:
     """Await `check()` every 0.5 s until it is truthy; fail naming `what` (and what arrived) after `deadline`."""
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not seen in time: {what}; notifications:\n{hook.summary()}"
-        await asyncio.sleep(0.5)
+    try:
+        return await wait_for_async(check, deadline - time.monotonic(), what, interval=0.5)
+    except TimeoutError:
+        raise AssertionError(f"not seen in time: {what}; notifications:\n{hook.summary()}") from None
 
 
 def _unix(stamp: str) -> float:

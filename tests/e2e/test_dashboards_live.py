@@ -17,9 +17,9 @@ import pytest
 
 from exporter.dashboards.generate import specs
 from exporter.dashboards.preview import draw, evaluate
-from exporter.dashboards.showcase import XID, showcase
 from exporter.metrics import catalog
 from exporter.sim.promstack import PROMETHEUS, find_binary
+from tests.support.showcase import XID, showcase
 
 RUN_S = 45.0
 RATE = "20s"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from exporter.otlp.http_receiver import OtlpHttpReceiver
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.service.admission import Admission, cgroup_memory_limit
 from tests.support.otlp import request_of, sample_request_spans
+from tests.support.procs import free_port
 
 MIB = 1 << 20
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -102,9 +102,7 @@ def test_grpc_export_refused_with_unavailable_and_counted() -> None:
     async def main() -> None:
         pipeline = SpanPipeline(PipelineOptions())
         admission = Admission(1, 0, lambda: pipeline.queue_depth)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = otlp_grpc.server(
             otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules(), admission, pipeline.stats), f"127.0.0.1:{port}", 1 << 20
         )

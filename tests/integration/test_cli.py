@@ -6,16 +6,14 @@ import contextlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from exporter.service.settings import Settings, flag_of
-from tests.support.procs import EXPORTER_BIN, free_port, run_cli, wait_for
+from tests.support.procs import EXPORTER_BIN, busy_port, free_port, run_cli, wait_for
 from tests.support.prom import total
 
 
@@ -43,10 +41,7 @@ def test_bad_settings_exit_non_zero_naming_each() -> None:
 
 
 def test_busy_port_is_reported_and_exits_non_zero() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         result = run_cli(
             "serve",
             "--web.listen-address",
@@ -85,14 +80,16 @@ def demo_args(*extra: str) -> tuple[list[str], int]:
 
 def requests_served(port: int, timeout: float) -> float:
     """Poll the demo's exporter until it counts requests; the count (0.0 if none within `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def counted() -> float:
         with contextlib.suppress(httpx.HTTPError):
-            count = total(httpx.get(f"http://127.0.0.1:{port}/metrics").text, "llm_requests_total")
-            if count > 0:
-                return count
-        time.sleep(0.25)
-    return 0.0
+            return total(httpx.get(f"http://127.0.0.1:{port}/metrics").text, "llm_requests_total")
+        return 0.0
+
+    try:
+        return wait_for(counted, timeout, "the demo's exporter to count requests", interval=0.25)
+    except TimeoutError:
+        return 0.0
 
 
 def alive(pid: int) -> bool:
@@ -154,10 +151,7 @@ def test_demo_with_prometheus_is_scraped_and_ctrl_c_stops_every_process() -> Non
 
 
 def test_demo_refuses_busy_ports_and_bad_flags() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         argv, _ = demo_args("--duration", "5", "--no-prometheus")
         argv[argv.index("--web.listen-address") + 1] = f"127.0.0.1:{port}"
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)

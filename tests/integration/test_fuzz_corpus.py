@@ -12,7 +12,6 @@ import asyncio
 import gzip
 import os
 import random
-import socket
 import threading
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ from exporter.otlp.ingest import BodyTooLarge, gunzip_limited
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.service.admission import Admission
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, load, to_otlp_json
+from tests.support.procs import free_port
 
 SCALE = float(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE", "1"))
 SEED = int(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_SEED", "20261128"))
@@ -123,9 +123,7 @@ def test_both_receivers_refuse_mutated_bodies_with_a_reason_and_count_each() -> 
                 )
                 assert response.status in (200, 400), response.status
                 http_refused += response.status == 400
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         grpc_receiver = otlp_grpc.OtlpGrpcReceiver(pipeline, DecodeRules(), admission, pipeline.stats)
         server = otlp_grpc.server(grpc_receiver, f"127.0.0.1:{port}", 1 << 20)
         await server.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from exporter.sim.node import NodeOptions, SimNode
 from exporter.sim.quantiles import histogram_quantile
 from exporter.sim.scenarios import Scenario, scenario
 from exporter.sim.spec import NodeSpec
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_for_async
 from tests.support.prom import by_label, samples, total
 
 SMALL = "vllm-llama-3.1-8b-instruct-0"  # instance 1, GPU 2
@@ -48,14 +47,12 @@ class Running:
 
     async def until(self, what: str, check: Callable[[str], bool], timeout: float = 15.0) -> str:
         """Scrape until `check` holds; fail naming `what` after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def seen() -> str:
             text = await self.scrape()
-            if check(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not seen within {timeout:g} s: {what}")
-            await asyncio.sleep(0.25)
+            return text if check(text) else ""
+
+        return await wait_for_async(seen, timeout, what, interval=0.25)
 
     async def drain(self) -> str:
         """Stop the node (its processes send what they hold), then the exporter (it processes everything)."""

@@ -18,17 +18,18 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.procs import wait_for_async
+
 Json = dict[str, Any]
 
 
 async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     """Poll `predicate` every 10 ms until true; fail naming `what` after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+
+    async def check() -> bool:
+        return predicate()
+
+    await wait_for_async(check, timeout, what, interval=0.01)
 
 
 def make_pod(

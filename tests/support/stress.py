@@ -19,9 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,31 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.service.process_collector import ProcStats, proc_stats
+from exporter.sim import vllm_server
 from exporter.sim.loadgen import LoadOptions, LoadReport, run_load
+from tests.support.procs import ExporterProcess, ProcStats, free_port, proc_stats
+from tests.support.prom import total
 
 MIB = 1 << 20
 REFUSALS = ("overloaded", "memory_limit")
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples (counters by their family name + _total) whose labels include `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def series_count(text: str) -> int:
@@ -73,61 +53,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class ExporterUnderTest:
-    """The exporter as a child process (`target`), on free loopback ports, settings through the environment."""
-
-    def __init__(self, settings: dict[str, str], log_path: Path, gpus: int = 0, flap_every_s: float = 0.0) -> None:
-        self.web, self.http, self.grpc = free_port(), free_port(), free_port()
-        self.env = {
-            **os.environ,
-            **{f"LLM_TOKEN_EXPORTER_{k.upper()}": v for k, v in settings.items()},
-            "LLM_TOKEN_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{self.web}",
-            "LLM_TOKEN_EXPORTER_OTLP_HTTP_LISTEN_ADDRESS": f"127.0.0.1:{self.http}",
-            "LLM_TOKEN_EXPORTER_OTLP_GRPC_LISTEN_ADDRESS": f"127.0.0.1:{self.grpc}",
-        }
-        self.command = [sys.executable, "-m", "tests.support.stress", "target", "--gpus", str(gpus)]
-        self.command += ["--flap-every", str(flap_every_s)]
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def metrics_url(self) -> str:
-        """Its /metrics."""
-        return f"http://127.0.0.1:{self.web}/metrics"
-
-    @property
-    def otlp_http_url(self) -> str:
-        """Its OTLP/HTTP endpoint."""
-        return f"http://127.0.0.1:{self.http}/v1/traces"
-
-    @property
-    def pid(self) -> int:
-        """Its process id."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def __enter__(self) -> ExporterUnderTest:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.web}/readyz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"exporter not ready within 30 s; see {self.log_path}")
-
-    def __exit__(self, *_: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start_target(settings: dict[str, str], log_path: Path, gpus: int = 0, flap_every_s: float = 0.0) -> ExporterProcess:
+    """The exporter as a child process (`target`, with `gpus` fake GPUs), settings through the environment."""
+    command = [sys.executable, "-m", "tests.support.stress", "target", "--gpus", str(gpus)]
+    command += ["--flap-every", str(flap_every_s)]
+    return ExporterProcess(command=command, settings=settings, settings_as="env", log_path=log_path, stop_timeout=20.0)
 
 
 @dataclass
@@ -141,13 +71,13 @@ class Sample:
     text: str = field(repr=False, default="")
 
 
-async def monitor(target: ExporterUnderTest, every_s: float, into: list[Sample], keep_text: bool = False) -> None:
+async def monitor(target: ExporterProcess, every_s: float, into: list[Sample], keep_text: bool = False) -> None:
     """Sample the exporter's resources and a timed /metrics scrape every `every_s` until cancelled."""
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=30) as client:
         while True:
             began = time.perf_counter()
-            text = (await client.get(target.metrics_url)).text
+            text = (await client.get(target.url("/metrics"))).text
             took = time.perf_counter() - began
             into.append(
                 Sample(time.monotonic() - started, proc_stats(target.pid), took, series_count(text), text * keep_text)
@@ -241,15 +171,15 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
         settings["memory_limit_bytes"] = str(options.memory_limit_bytes)
     report = OverloadReport(options)
     quiet = io.StringIO()
-    with ExporterUnderTest(settings, options.log_path) as target:
+    with start_target(settings, options.log_path) as target:
         report.rss_start_mib = proc_stats(target.pid).rss_bytes / MIB
-        text = await scrape(target.metrics_url)
-        report.memory_limit_mib = metric_sum(text, "llm_exporter_memory_limit_bytes") / MIB
+        text = await scrape(target.url("/metrics"))
+        report.memory_limit_mib = total(text, "llm_exporter_memory_limit_bytes") / MIB
         base = LoadOptions(protocol="http", endpoint=target.otlp_http_url, body_pool=16, models=2, tenants=20)
         # Capacity as bench_ingest measures it: as fast as answers come, 4 exports in flight.
         measured = await run_load(replace(base, rate=1e7, duration=options.capacity_s, concurrency=4), quiet)
         report.capacity = measured.achieved_rate
-        before = await scrape(target.metrics_url)
+        before = await scrape(target.url("/metrics"))
         samples: list[Sample] = []
         watcher = asyncio.create_task(monitor(target, 1.0, samples))
         try:
@@ -264,18 +194,18 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await asyncio.sleep(2.0)  # the worker drains what was acknowledged
-        after = await scrape(target.metrics_url)
+        after = await scrape(target.url("/metrics"))
         report.flood = flood
         report.offered = flood.spans_sent / flood.seconds
         report.accepted = flood.achieved_rate
         report.refused_exports_sender = flood.spans_failed // base.batch_size
         report.refused_exports_exporter = sum(
-            metric_sum(after, "llm_exporter_batches_rejected_total", reason=r)
-            - metric_sum(before, "llm_exporter_batches_rejected_total", reason=r)
+            total(after, "llm_exporter_batches_rejected_total", {"reason": r})
+            - total(before, "llm_exporter_batches_rejected_total", {"reason": r})
             for r in REFUSALS
         )
-        report.dropped_spans = metric_sum(after, "llm_exporter_spans_dropped_total", reason="queue_full") - (
-            metric_sum(before, "llm_exporter_spans_dropped_total", reason="queue_full")
+        report.dropped_spans = total(after, "llm_exporter_spans_dropped_total", {"reason": "queue_full"}) - (
+            total(before, "llm_exporter_spans_dropped_total", {"reason": "queue_full"})
         )
         report.scrape_ms = [1e3 * s.scrape_s for s in samples]
         report.rss_max_mib = max((s.stats.rss_bytes for s in samples), default=0) / MIB
@@ -283,8 +213,8 @@ async def run_overload(options: OverloadOptions) -> OverloadReport:
             replace(base, rate=0.5 * report.capacity, duration=options.recovery_s, concurrency=4), quiet
         )
         report.recovery = recovery
-        final = await scrape(target.metrics_url)
-        report.recovery_dropped = metric_sum(final, "llm_exporter_spans_dropped_total") - metric_sum(
+        final = await scrape(target.url("/metrics"))
+        report.recovery_dropped = total(final, "llm_exporter_spans_dropped_total") - total(
             after, "llm_exporter_spans_dropped_total"
         )
         report.rss_max_mib = max(report.rss_max_mib, proc_stats(target.pid).rss_bytes / MIB)
@@ -375,9 +305,8 @@ class SoakReport:
         return "\n".join(lines)
 
 
-FAKE_VLLM = (
-    "import sys\nfrom tests.support.stress import fake_vllm_main\nraise SystemExit(fake_vllm_main(sys.argv[1:]))\n"
-)
+# Imports only the installed package: the script runs from a temporary directory, where `tests` is not importable.
+FAKE_VLLM = "import sys\nfrom exporter.sim.vllm_server import main\nraise SystemExit(main(sys.argv[1:]))\n"
 
 
 @contextlib.contextmanager
@@ -388,6 +317,12 @@ def fake_vllm_script() -> Iterator[Path]:
         path.parent.mkdir(parents=True)
         path.write_text(FAKE_VLLM)
         yield path
+
+
+def still_serving(server: subprocess.Popen[bytes]) -> None:
+    """Raise if a fake vLLM server exited by itself (the exporter would have had nothing to discover)."""
+    if server.poll() is not None:
+        raise RuntimeError(f"a fake vLLM server exited by itself (code {server.returncode}): {server.args!r}")
 
 
 async def run_soak(options: SoakOptions) -> SoakReport:
@@ -405,7 +340,7 @@ async def run_soak(options: SoakOptions) -> SoakReport:
     servers: list[subprocess.Popen[bytes]] = []
     with (
         fake_vllm_script() as script,
-        ExporterUnderTest(settings, options.log_path, options.gpus, options.flap_every_s) as target,
+        start_target(settings, options.log_path, options.gpus, options.flap_every_s) as target,
     ):
         watcher = asyncio.create_task(monitor(target, options.sample_every_s, report.samples))
         started = time.monotonic()
@@ -419,6 +354,7 @@ async def run_soak(options: SoakOptions) -> SoakReport:
                     servers.append(subprocess.Popen([*args, f"loadgen-model-{tag}{m}"]))
                 while len(servers) > options.servers:  # the previous generation's pods go away
                     old = servers.pop(0)
+                    still_serving(old)
                     old.terminate()
                     old.wait(10)
                 left = options.duration_s - (time.monotonic() - started)
@@ -439,6 +375,8 @@ async def run_soak(options: SoakOptions) -> SoakReport:
                 )
                 report.spans_sent += load.spans_sent
                 report.spans_acked += load.spans_acked
+            for server in servers:
+                still_serving(server)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -450,32 +388,6 @@ async def run_soak(options: SoakOptions) -> SoakReport:
 
 
 # --- child processes ---
-
-
-def fake_vllm_main(argv: list[str]) -> int:
-    """A vLLM-like /metrics server for `--served-model-name` on `--port` (what the soak's pods run)."""
-    from aiohttp import web
-
-    from exporter.sim.metrics import CacheConfig, ModelShape, VllmStats, render
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--served-model-name", required=True)
-    args = parser.parse_args(argv)
-    started = time.time()
-    stats = VllmStats(started, ModelShape(8e9, 1, 131_072.0))
-    cache = CacheConfig(16, 27_000, 27_000 * 16 * 131_072)
-
-    async def metrics(_request: web.Request) -> web.Response:
-        stats.counters[("vllm:prompt_tokens", "")] += 1000  # some work, so rates are not all zero
-        stats.counters[("vllm:generation_tokens", "")] += 100
-        body = render(stats, args.served_model_name, cache, started)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
-    return 0
 
 
 def target_main(argv: list[str]) -> int:
@@ -521,12 +433,12 @@ def flapping_nvml(count: int, every_s: float) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`target` or `fake-vllm` (the child processes of the runs)."""
+    """`target` or `fake-vllm` (the child processes of the runs; fake-vllm is exporter.sim.vllm_server's main)."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["target"]:
         return target_main(args[1:])
     if args[:1] == ["fake-vllm"]:
-        return fake_vllm_main(args[1:])
+        return vllm_server.main(args[1:])
     print("usage: python -m tests.support.stress target|fake-vllm ...", file=sys.stderr)
     return 2
 

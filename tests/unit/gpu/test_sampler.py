@@ -18,6 +18,7 @@ from exporter.gpu.records import CLOCK_EVENT_REASON_NAMES
 from exporter.gpu.sampler import GpuSampler
 from exporter.service import components
 from exporter.service.settings import load_settings
+from tests.support.procs import wait_for
 from tests.support.prom import by_label, samples, total
 
 GPU_LOGGER = "exporter.gpu"
@@ -418,16 +419,19 @@ def test_ring_is_bounded_by_retention_and_answers_time_windows() -> None:
 def test_background_threads_start_sample_and_stop_cleanly() -> None:
     fake = FakeNvml.with_gpus(2)
     sampler = GpuSampler(0.01, 10.0, nvml=fake)  # real clock: the thread runs on its own
+
+    def sampled() -> bool:
+        return len(sampler.samples_between(fake.gpus[0].uuid, 0, float("inf"))) >= 3
+
+    def xid_counted() -> bool:
+        return total(scrape(sampler), "gpu_xid_errors_total") >= 1
+
     assert sampler.start() is True
     try:
         deadline = time.monotonic() + 5
-        while len(sampler.samples_between(fake.gpus[0].uuid, 0, float("inf"))) < 3:
-            assert time.monotonic() < deadline, "the sampler thread produced no samples"
-            time.sleep(0.005)
+        wait_for(sampled, 5, "the sampler thread to produce samples", interval=0.005)
         fake.inject_xid(1, 94)
-        while total(scrape(sampler), "gpu_xid_errors_total") < 1:
-            assert time.monotonic() < deadline, "the event thread counted no XID"
-            time.sleep(0.005)
+        wait_for(xid_counted, deadline - time.monotonic(), "the event thread to count an XID", interval=0.005)
         assert sampler.alive
     finally:
         started = time.monotonic()

@@ -1,15 +1,15 @@
 """A node that fills every panel: the simulator with several scenarios at once, the exporter, and Prometheus.
 
-Used by the live test and to draw the README previews:
+A development tool, not part of the exporter: used by tests/e2e/test_dashboards_live.py and to draw the README
+previews (from the repository root, with the `preview` extra installed):
 
-    python -m exporter.dashboards.showcase --out docs/dashboards --seconds 120
+    python -m tests.support.showcase --out docs/dashboards --seconds 120
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +32,7 @@ from exporter.sim.scenarios import (
 )
 from exporter.sim.spec import NodeSpec
 from exporter.sim.workload import Tenant
+from tests.support.procs import free_port
 
 XID_GPU, XID = 3, 13  # an application fault on the last GPU
 
@@ -51,13 +52,6 @@ def showcase_scenario(at: float = 3.0) -> Scenario:
         ),
         kv=(KvCapacity(1, 32_768),),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -82,7 +76,7 @@ async def showcase(workdir: Path, scrape_interval_s: float = 1.0) -> AsyncIterat
     binary = find_binary(PROMETHEUS)
     if binary is None:
         raise RuntimeError("prometheus is not on the PATH")
-    web, grpc_port, http_port = _free_port(), _free_port(), _free_port()
+    web, grpc_port, http_port = free_port(), free_port(), free_port()
     node = SimNode(
         NodeSpec(),
         showcase_scenario(),
@@ -90,7 +84,7 @@ async def showcase(workdir: Path, scrape_interval_s: float = 1.0) -> AsyncIterat
     )
     exporter: Exporter | None = None
     stack = PromStack(
-        workdir, f"127.0.0.1:{web}", prometheus_address=f"127.0.0.1:{_free_port()}", scrape_interval_s=scrape_interval_s
+        workdir, f"127.0.0.1:{web}", prometheus_address=f"127.0.0.1:{free_port()}", scrape_interval_s=scrape_interval_s
     )
     try:
         await node.serve_metrics()
