@@ -230,8 +230,8 @@ class VllmStats:
     waiting: int = 0
     kv_usage: float = 0.0
 
-    def step(self, outcome: StepOutcome) -> None:
-        """Count one engine step."""
+    def step(self, outcome: StepOutcome, decode_context: int) -> None:
+        """Count one engine step; `decode_context` is the KV tokens its decodes read (their context when it ended)."""
         plan = outcome.plan
         tokens = plan.tokens
         self.histograms["vllm:iteration_tokens_total"].observe(tokens)
@@ -241,10 +241,9 @@ class VllmStats:
             itl.observe(value)
         shape = self.shape
         # 2 flops per parameter per token; weights read once per step, KV read per decode token.
-        context = sum(w.request.computed for w in plan.work if w.decode_tokens)
         self.counters[("vllm:estimated_flops_per_gpu", "")] += 2.0 * shape.params * tokens / shape.tp
         self.counters[("vllm:estimated_read_bytes_per_gpu", "")] += (
-            shape.params / shape.tp + context * shape.kv_bytes_per_token / shape.tp
+            shape.params / shape.tp + decode_context * shape.kv_bytes_per_token / shape.tp
         )
         self.counters[("vllm:estimated_write_bytes_per_gpu", "")] += tokens * shape.kv_bytes_per_token / shape.tp
         self.counters[("vllm:prefix_cache_queries", "")] += plan.prefix_queries
