@@ -397,6 +397,9 @@ class Simulation:
         self.ledger.charge_step(
             [(w.request.id, w.prefill_tokens, w.decode_tokens, w.cost_s) for w in plan.work], energy, duration
         )
+        if self.ledger.steps is not None:
+            work = [(w.request.id, w.prefill_tokens, w.decode_tokens) for w in plan.work]
+            self.ledger.log_step(instance.name, start, end, sum(j for _, j in energy), work)
         engine = instance.engine
         context = sum(w.request.computed for w in plan.work if w.decode_tokens)
         instance.unshown.append(
