@@ -696,11 +696,11 @@ def test_sync_script_reproduces_the_chart_artifacts(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
 
 
-@pytest.mark.skipif(not (REPO / "alerts/slos.yaml").is_file(), reason="no SLO spec to generate rules from")
+@pytest.mark.skipif(not (REPO / "exporter/alerts/slos.yaml").is_file(), reason="no SLO spec to generate rules from")
 def test_regenerated_rules_equal_the_chart_copies(tmp_path: Path) -> None:
     out = tmp_path / "alerts"
     subprocess.run(
-        [str(EXPORTER_BIN), "alerts", "--slo-spec", str(REPO / "alerts/slos.yaml"), "--out", str(out)],
+        [str(EXPORTER_BIN), "alerts", "--slo-spec", str(REPO / "exporter/alerts/slos.yaml"), "--out", str(out)],
         check=True,
         capture_output=True,
         timeout=120,
