@@ -463,13 +463,6 @@ class Simulation:
 
     # --- views ---
 
-    def instance_by_name(self, name: str) -> InstanceRuntime:
-        """The instance called `name`."""
-        for instance in self.instances:
-            if instance.name == name:
-                return instance
-        raise KeyError(name)
-
     def gpu_energy_j(self, index: int, t: float) -> float:
         """The true energy GPU `index` used from the start to `t`."""
         return self.gpus[index].timeline.at(t).energy_j
