@@ -3,7 +3,7 @@
 
     node = SimNode(NodeSpec(), scenario("steady"), NodeOptions(otlp_endpoint="127.0.0.1:4317"))
     await node.start()
-    exporter = Exporter(settings_with(node.instance_configs()), nvml=node.nvml)
+    exporter = Exporter(load_settings({"instances": node.instance_configs()}), nvml=node.nvml)
     ...
     await node.stop()
 
