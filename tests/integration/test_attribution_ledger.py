@@ -28,11 +28,13 @@ it can be:
   (MODEL_ROUNDING).
 
 The discriminating checks are per request: charges shuffled among a model's requests, or one model's energy split
-evenly over its requests, misplace 0.8-1.1 of the energy, against a bound of about 0.5; tenant labels swapped fail
-the join with the ledger. Measured on 2 cores (printed with pytest -s): ideal 0.30-0.33 of the energy misplaced,
-exporter 0.37-0.42; the 70B's requests charged ~20 % under the truth, all of it left pending (its prompts of
-2-4k tokens take several 0.36 s prefill steps); per (model, tenant) the exporter is within about +-50 % of the
-truth, the prefill-heavy tenant over and the long-prompt tenant under.
+evenly over its requests, misplace 0.75-0.85 of the energy against a bound of about 0.52; tenant labels swapped
+fail the join with the ledger. Measured on 2 cores (printed with pytest -s; three runs): the ideal split misplaces
+0.32-0.33 of the energy, the exporter 0.38 (GPU-seconds: 0.37 and 0.40); per model the exporter charges the 70B's
+requests 10-11 % under the truth (all of it left pending: its prompts of 2-4k tokens take prefill steps of up to
+0.36 s, across interval ends) and the 8B's 6 % under; per (model, tenant) from -47 % (the 70B's long-prompt tenant,
+two requests) to +48-51 % (the 8B's prefill-heavy tenant); the ideal split is itself off by -34 % to +51 % there,
+and the exporter within 17 points of it either way.
 """
 
 from __future__ import annotations
