@@ -14,7 +14,9 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's flags."""
-    parser.add_argument("--slo-spec", type=Path, required=True, metavar="FILE", help="SLO spec (alerts/slos.yaml).")
+    parser.add_argument(
+        "--slo-spec", type=Path, required=True, metavar="FILE", help="SLO spec (exporter/alerts/slos.yaml)."
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write into (alerts).")
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if DIR differs from what would be written"

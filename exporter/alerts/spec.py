@@ -1,4 +1,5 @@
-"""The SLO spec (`alerts/slos.yaml`): a pydantic model whose errors name every problem at once."""
+"""The SLO spec (the default is `exporter/alerts/slos.yaml`, shipped in the package): a pydantic model whose errors
+name every problem at once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from exporter.alerts.names import LATENCY_METRICS, LATENCY_TITLES
 from exporter.alerts.timescale import MAX_TIME_SCALE, MIN_SCALED_WINDOW_S
 from exporter.alerts.windows import DEFAULT_TIERS, format_duration, parse_duration, sli_windows
 from exporter.metrics import catalog
+
+DEFAULT_SPEC = Path(__file__).with_name("slos.yaml")  # package data (pyproject.toml), so installs have it too
 
 # Labels an SLO may group by: those present on every series its SLI reads. A latency SLO grouped by tenant reads
 # the per-tenant histogram, which exists for TTFT and TPOT only (the rest are kept per model).
@@ -240,8 +243,8 @@ def parse_spec(data: Any, source: str = "SLO spec") -> AlertSpec:
         raise SpecError(_describe(exc, data, source)) from None
 
 
-def load_spec(path: Path) -> AlertSpec:
-    """Read and validate a spec file; raise SpecError naming every problem."""
+def load_spec(path: Path = DEFAULT_SPEC) -> AlertSpec:
+    """Read and validate a spec file (default: the package's own); raise SpecError naming every problem."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:

@@ -82,7 +82,7 @@ def spec() -> DashboardSpec:
         UID,
         "LLM / SLOs",
         "Multiwindow burn rates, error budget remaining, attainment and firing alerts of the SLOs in "
-        "alerts/slos.yaml, read from the generated recording rules.",
+        "exporter/alerts/slos.yaml, read from the generated recording rules.",
         panels,
         VARIABLES,
     )

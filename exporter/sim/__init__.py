@@ -10,7 +10,7 @@ on `exporter.gpu.fake_nvml`); `scenarios` names what can happen.
     from exporter.sim import NodeOptions, NodeSpec, SimNode, scenario
     node = SimNode(NodeSpec(), scenario("latency_regression", at=30), NodeOptions(otlp_endpoint="127.0.0.1:4317"))
     await node.start()                      # /metrics per instance on loopback, spans over OTLP/gRPC
-    exporter = Exporter(settings_with(instances=node.instance_configs()), nvml=node.nvml)
+    exporter = Exporter(load_settings({"instances": node.instance_configs()}), nvml=node.nvml)
     ...
     truth = node.ledger.by_span()           # trace id + span id -> RequestTruth (joules, GPU-seconds)
     await node.stop()

@@ -205,8 +205,8 @@ class Demo:
         if self.stack is not None:
             for child in self.stack.children:
                 lines.append(f"demo: {child.name} (pid {child.process.pid}) at {child.url}")
-            rules = self.stack.rules
-            lines.append(f"demo: alert rules loaded: {', '.join(str(p) for p in rules) if rules else 'none yet'}")
+            rules = [self.stack.workdir / name for name in self.stack.rules]  # generated from the package's spec
+            lines.append(f"demo: alert rules loaded: {', '.join(str(p) for p in rules) if rules else 'none'}")
         elif not self.options.prometheus:
             lines.append("demo: Prometheus not started (--no-prometheus)")
         else:

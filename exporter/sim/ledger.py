@@ -4,7 +4,9 @@ During a step, each GPU of the instance draws a known power for a known time; th
 of GPU time) is split over the step's requests in proportion to the cost each one added to the step (the same
 cost model that sets the step's duration). Time with no step is idle. So, per GPU and exactly (up to float
 rounding): sum of request shares + idle = the energy the simulated NVML counter reports. The exporter's
-attribution (which only sees NVML samples, vLLM's counters and spans) can be compared with this.
+attribution (which only sees NVML samples, vLLM's counters and spans) is compared with this in
+tests/integration/test_attribution_ledger.py; with `steps` set to a list, the ledger also logs when each request's
+tokens were computed, so a test can tell the token-work split's own error from the exporter's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ class RequestTruth:
         return self.energy_j[PREFILL] + self.energy_j[DECODE]
 
 
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One engine step: its instance, when it ran, the energy of its GPUs, and each request's tokens in it (span
+    key, prefill, decode)."""
+
+    instance: str
+    start: float
+    end: float
+    joules: float
+    work: tuple[tuple[bytes, int, int], ...]
+
+
 @dataclass
 class Ledger:
     """Per-request truths (the most recent `max_requests`) and running totals that never forget."""
@@ -61,6 +75,7 @@ class Ledger:
     idle_gpu_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     outcomes: Counter[str] = field(default_factory=Counter)  # finished, aborted, rejected, span_sent, span_lost
     finished_by: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, tenant) -> finished requests
+    steps: list[StepRecord] | None = None  # every step, when set to a list (a test's; grows without bound)
 
     def open(self, key: int, truth: RequestTruth) -> None:
         """Start tracking a request."""
@@ -95,6 +110,16 @@ class Ledger:
             truth.decode_tokens += decode
             self.energy_by[(truth.model, truth.tenant, phase)] += energy * share
             self.gpu_seconds_by[(truth.model, truth.tenant, phase)] += gpu_seconds * share
+
+    def log_step(
+        self, instance: str, start: float, end: float, joules: float, work: Sequence[tuple[int, int, int]]
+    ) -> None:
+        """Keep a step (its energy, and its token work as request key, prefill tokens, decode tokens) in `steps`,
+        if they are kept."""
+        if self.steps is None:
+            return
+        known = [(self.requests[k].span_key, p, d) for k, p, d in work if k in self.requests]
+        self.steps.append(StepRecord(instance, start, end, joules, tuple(known)))
 
     def idle(self, uuid: str, joules: float, seconds: float) -> None:
         """A GPU spent `seconds` with no step, drawing `joules`."""

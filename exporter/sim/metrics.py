@@ -21,69 +21,18 @@ from prometheus_client.registry import Collector
 from exporter.sim.engine import SimRequest, StepOutcome
 
 _TOKENS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+# vLLM's bucket edges, written as rows (one per line would be ~60 lines).
 _SLOW: tuple[float, ...] = (
-    0.3,
-    0.5,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    2.5,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    40.0,
-    50.0,
-    60.0,
-    120.0,
-    240.0,
-    480.0,
-)
-_SLOW += (960.0, 1920.0, 7680.0)
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+    1920.0, 7680.0,
+)  # fmt: skip
 _PER_TOKEN: tuple[float, ...] = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-)
-_PER_TOKEN += (80.0,)
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
 _TTFT: tuple[float, ...] = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-)
-_TTFT += (80.0, 160.0, 640.0, 2560.0)
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+    160.0, 640.0, 2560.0,
+)  # fmt: skip
 
 # name -> (help, bucket upper bounds), in vLLM's order.
 HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -230,8 +179,8 @@ class VllmStats:
     waiting: int = 0
     kv_usage: float = 0.0
 
-    def step(self, outcome: StepOutcome) -> None:
-        """Count one engine step."""
+    def step(self, outcome: StepOutcome, decode_context: int) -> None:
+        """Count one engine step; `decode_context` is the KV tokens its decodes read (their context when it ended)."""
         plan = outcome.plan
         tokens = plan.tokens
         self.histograms["vllm:iteration_tokens_total"].observe(tokens)
@@ -241,10 +190,9 @@ class VllmStats:
             itl.observe(value)
         shape = self.shape
         # 2 flops per parameter per token; weights read once per step, KV read per decode token.
-        context = sum(w.request.computed for w in plan.work if w.decode_tokens)
         self.counters[("vllm:estimated_flops_per_gpu", "")] += 2.0 * shape.params * tokens / shape.tp
         self.counters[("vllm:estimated_read_bytes_per_gpu", "")] += (
-            shape.params / shape.tp + context * shape.kv_bytes_per_token / shape.tp
+            shape.params / shape.tp + decode_context * shape.kv_bytes_per_token / shape.tp
         )
         self.counters[("vllm:estimated_write_bytes_per_gpu", "")] += tokens * shape.kv_bytes_per_token / shape.tp
         self.counters[("vllm:prefix_cache_queries", "")] += plan.prefix_queries
@@ -277,7 +225,7 @@ class VllmStats:
         h["vllm:request_inference_time_seconds"].observe(request.finished_at - request.first_scheduled)
         h["vllm:request_prefill_time_seconds"].observe(request.first_token - request.first_scheduled)
         h["vllm:request_decode_time_seconds"].observe(decode)
-        # vLLM observes 0 for sequences with at most one output token (see DESIGN.md section 2).
+        # vLLM observes 0 for sequences with at most one output token (docs/design.md §2).
         tpot = decode / (request.generated - 1) if request.generated > 1 else 0.0
         h["vllm:request_time_per_output_token_seconds"].observe(tpot)
         h["vllm:request_prompt_tokens"].observe(request.prompt_tokens)

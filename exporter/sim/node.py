@@ -3,7 +3,7 @@
 
     node = SimNode(NodeSpec(), scenario("steady"), NodeOptions(otlp_endpoint="127.0.0.1:4317"))
     await node.start()
-    exporter = Exporter(settings_with(node.instance_configs()), nvml=node.nvml)
+    exporter = Exporter(load_settings({"instances": node.instance_configs()}), nvml=node.nvml)
     ...
     await node.stop()
 
@@ -162,10 +162,13 @@ class SimNode:
             await asyncio.sleep(options.tick_s)
 
     def tick(self) -> None:
-        """Advance the simulation to now (plus the lead) and hand what is due to the span processors."""
+        """Advance the simulation to now (plus the lead), count the steps finished by now in each instance's
+        /metrics, and hand what is due to the span processors."""
         now = self.clock()
         with self.lock:
-            self.sim.advance_to(now + self.options.lead_s)
+            # Counters from steps that end after `now` would run ahead of the spans and of NVML's energy by up to
+            # the lead plus a step; the exporter splits each scrape interval's energy by the counters' work in it.
+            self.sim.advance_to(now + self.options.lead_s, shown_until=now)
             self._pump(now)
 
     def _pump(self, now: float) -> None:

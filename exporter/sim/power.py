@@ -120,11 +120,6 @@ class GpuTimeline:
         self._append(t0, state)
         self._close(t1)
 
-    def idle_until(self, t: float) -> None:
-        """Nothing ran up to `t`."""
-        if t > self.end:
-            self.record(self.end, t, idle_state(self.spec))
-
     def _append(self, t0: float, state: GpuState) -> None:
         last = len(self._starts) - 1
         if self._states[last] == state and self._starts[last] <= t0:

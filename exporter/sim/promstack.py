@@ -1,9 +1,9 @@
 """Prometheus and Alertmanager for the demo: found on the PATH, run on loopback from a temporary directory.
 
-Prometheus scrapes the exporter and loads the generated rules when there are any (`alerts/**/*.rules.yaml` in the
-source tree or the installed package). Alertmanager gets the generated routing and inhibition
-(`alerts/alertmanager.yaml`) with every receiver's integrations removed: the demo shows what fires and what a
-page inhibits, and notifies no one.
+Prometheus scrapes the exporter and loads the rules generated from the SLO spec shipped in the package
+(`exporter/alerts/slos.yaml`, the spec `alerts/` is generated from), written into that directory: an installed
+package has no `alerts/` beside it. Alertmanager gets the generated routing and inhibition with every receiver's
+integrations removed: the demo shows what fires and what a page inhibits, and notifies no one.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import yaml
 
-import exporter
+from exporter.alerts.generate import RULES_DIR, generate
+from exporter.alerts.spec import DEFAULT_SPEC, load_spec
 
 PROMETHEUS = ("prometheus",)
 ALERTMANAGER = ("alertmanager", "prometheus-alertmanager")  # Debian names the binary prometheus-alertmanager
-RULE_PATTERNS = ("*.rules.yaml", "*.rules.yml")
 READY_TIMEOUT_S = 30.0
 
 
@@ -43,37 +43,22 @@ def find_binary(names: Sequence[str]) -> str | None:
     return None
 
 
-def _alert_folders() -> list[Path]:
-    """`alerts/` beside the package (a source checkout) and inside it (an installed package), where present."""
-    package = Path(exporter.__file__).resolve().parent
-    return [f for f in (package.parent / "alerts", package / "alerts") if f.is_dir()]
+def _generated() -> dict[str, str]:
+    """Everything the generator writes for the package's SLO spec, by path under alerts/."""
+    return generate(load_spec(DEFAULT_SPEC), DEFAULT_SPEC.name)
 
 
-def rule_files() -> list[Path]:
-    """Alert and recording rule files shipped with the exporter (searched below the alert folders)."""
-    found: dict[Path, None] = {}
-    for folder in _alert_folders():
-        for pattern in RULE_PATTERNS:
-            for path in sorted(folder.rglob(pattern)):
-                found.setdefault(path.resolve(), None)
-    return list(found)
+def rule_files() -> dict[str, str]:
+    """The alerting and recording rule files for the package's SLO spec: {path under alerts/: text}."""
+    return {path: text for path, text in _generated().items() if path.startswith(f"{RULES_DIR}/")}
 
 
 def alertmanager_config() -> dict[str, Any]:
-    """The generated Alertmanager routing with receivers that notify no one; a catch-all when none is shipped."""
-    for folder in _alert_folders():
-        for name in ("alertmanager.yaml", "alertmanager.yml"):
-            path = folder / name
-            if path.is_file():
-                config = yaml.safe_load(path.read_text())
-                if isinstance(config, dict) and isinstance(config.get("receivers"), list):
-                    # Keep the receivers' names (routes refer to them), drop their webhooks, e-mails, pagers.
-                    config["receivers"] = [{"name": r["name"]} for r in config["receivers"] if "name" in r]
-                    return config
-    return {
-        "route": {"receiver": "demo", "group_by": ["alertname", "slo"], "group_wait": "5s"},
-        "receivers": [{"name": "demo"}],
-    }
+    """The generated Alertmanager routing for the package's SLO spec, with receivers that notify no one."""
+    config: dict[str, Any] = yaml.safe_load(_generated()["alertmanager.yaml"])
+    # Keep the receivers' names (routes refer to them), drop their webhooks, e-mails, pagers.
+    config["receivers"] = [{"name": r["name"]} for r in config["receivers"]]
+    return config
 
 
 @dataclass
@@ -107,8 +92,18 @@ class PromStack:
     prometheus_address: str = "127.0.0.1:9090"
     alertmanager_address: str = "127.0.0.1:9093"
     scrape_interval_s: float = 5.0
-    rules: list[Path] = field(default_factory=rule_files)
+    rules: dict[str, str] = field(default_factory=rule_files)  # {path under workdir: text}
     children: list[Managed] = field(default_factory=list)
+
+    def write_rules(self) -> list[Path]:
+        """Write the rule files into the working directory; their paths."""
+        paths = []
+        for name, text in self.rules.items():
+            path = self.workdir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            paths.append(path)
+        return paths
 
     def prometheus_config(self, alertmanager: bool) -> dict[str, Any]:
         """prometheus.yml."""
@@ -116,7 +111,7 @@ class PromStack:
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
             "scrape_configs": [{"job_name": "llm-token-exporter", "static_configs": [{"targets": [self.target]}]}],
-            "rule_files": [str(p) for p in self.rules],
+            "rule_files": [str(self.workdir / name) for name in self.rules],
         }
         if alertmanager:
             config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [self.alertmanager_address]}]}]}
@@ -136,6 +131,7 @@ class PromStack:
                 "--log.level=warn",
             ]
             await self._start("alertmanager", self.alertmanager_address, args)
+        self.write_rules()
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.prometheus_config(alertmanager is not None)))
         args = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import uuid
 from collections import deque
@@ -74,6 +75,18 @@ class Outgoing:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class _Unshown:
+    """A step's contribution to its instance's /metrics, as of its end (the engine has moved on since)."""
+
+    stats: VllmStats  # the process's stats it belongs to (a restart replaces them)
+    outcome: StepOutcome
+    decode_context: int
+    running: int
+    waiting: int
+    kv_usage: float
+
+
 @dataclass
 class InstanceRuntime:
     """One vLLM server: its engine, metrics, processes and state."""
@@ -99,6 +112,9 @@ class InstanceRuntime:
     transitions: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=16))
     starts: int = 0
     pending: deque[SimRequest] = field(default_factory=deque)  # routed, reaching the engine at queued_at
+    # Steps computed but not yet counted in `stats`, oldest first: vLLM counts a step once it has finished, and
+    # the simulation computes a step (and runs ahead of the wall clock) before it ends.
+    unshown: deque[_Unshown] = field(default_factory=deque)
 
     def serving(self, t: float) -> bool:
         """Whether the server answers at time t (started and not dead by then)."""
@@ -106,6 +122,13 @@ class InstanceRuntime:
             if when <= t:
                 return serving
         return False
+
+    def show(self, t: float) -> None:
+        """Count in `stats` the steps that finished by time t."""
+        while self.unshown and self.unshown[0].outcome.end <= t:
+            step = self.unshown.popleft()
+            step.stats.step(step.outcome, step.decode_context)
+            step.stats.gauges(step.running, step.waiting, step.kv_usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +259,16 @@ class Simulation:
 
     # --- time ---
 
-    def advance_to(self, t: float) -> None:
-        """Simulate everything up to time t (a no-op for t in the past)."""
+    def advance_to(self, t: float, shown_until: float = math.inf) -> None:
+        """Simulate everything up to time t (a no-op for t in the past); the instances' /metrics then count the
+        steps finished by `shown_until` (default: every step computed, including one that ends after t)."""
         while self._events and self._events[0][0] <= t:
             when, _, event = heapq.heappop(self._events)
             self._run_until(when)
             self._apply(event, when)
         self._run_until(t)
+        for instance in self.instances:
+            instance.show(shown_until)
 
     def _apply(self, event: sc.Event | _Boot, when: float) -> None:
         if isinstance(event, _Boot):
@@ -371,9 +397,14 @@ class Simulation:
         self.ledger.charge_step(
             [(w.request.id, w.prefill_tokens, w.decode_tokens, w.cost_s) for w in plan.work], energy, duration
         )
-        instance.stats.step(outcome)
+        if self.ledger.steps is not None:
+            work = [(w.request.id, w.prefill_tokens, w.decode_tokens) for w in plan.work]
+            self.ledger.log_step(instance.name, start, end, sum(j for _, j in energy), work)
         engine = instance.engine
-        instance.stats.gauges(len(engine.running), len(engine.waiting), engine.kv.usage)
+        context = sum(w.request.computed for w in plan.work if w.decode_tokens)
+        instance.unshown.append(
+            _Unshown(instance.stats, outcome, context, len(engine.running), len(engine.waiting), engine.kv.usage)
+        )
         instance.clock = end
         self._finished(instance, outcome)
 
@@ -431,13 +462,6 @@ class Simulation:
             self._idle_gpu(self.gpus[index], t)
 
     # --- views ---
-
-    def instance_by_name(self, name: str) -> InstanceRuntime:
-        """The instance called `name`."""
-        for instance in self.instances:
-            if instance.name == name:
-                return instance
-        raise KeyError(name)
 
     def gpu_energy_j(self, index: int, t: float) -> float:
         """The true energy GPU `index` used from the start to `t`."""

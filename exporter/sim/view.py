@@ -1,8 +1,9 @@
 """The demo's live view: what the exporter serves on /metrics (and Prometheus, when it runs), as rich tables.
 
 Everything shown is read back from the exporter's own /metrics text, the way a user's Prometheus would see it;
-rates and percentiles cover the last `window_s` seconds (deltas between scrapes). Metrics that do not exist yet
-(cost and energy attribution, SLO burn rates, alerts) show "-".
+rates and percentiles cover the last `window_s` seconds (deltas between scrapes). What is not there shows "-": cost
+and energy until the exporter has charged a request (none without GPU sampling), SLO burn rates and alerts without
+Prometheus or before its rules have data.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from exporter.metrics import catalog
 from exporter.sim.quantiles import histogram_quantile
 
 Labels = tuple[tuple[str, str], ...]
-COST = "llm_cost_usd_total"  # attribution metrics (issue 4): shown when the exporter serves them
-ENERGY = "llm_energy_joules_total"
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,8 @@ def request_table(window: Window) -> Table:
     # between them, as Grafana's would be.
     ttft = window.quantiles(catalog.TENANT_TTFT.name, keys, (0.5, 0.95))
     tpot = window.quantiles(catalog.TENANT_TPOT.name, keys, (0.5, 0.95))
-    cost = window.delta(COST, keys) if latest and latest.has(COST) else None
-    energy = window.delta(ENERGY, keys) if latest and latest.has(ENERGY) else None
+    cost = window.delta(catalog.COST.name, keys) if latest and latest.has(catalog.COST.name) else None
+    energy = window.delta(catalog.ENERGY.name, keys) if latest and latest.has(catalog.ENERGY.name) else None
     table = Table(title=f"requests (last {window.window_s:.0f} s)", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("model", "tenant", "req/s", "out tok/s", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95"):
         table.add_column(name, justify="left" if name in keys else "right")

@@ -57,7 +57,7 @@ def _inhibited(target: dict[str, str], firing: list[dict[str, str]]) -> bool:
 
 def test_routes_group_by_slo_and_model_and_split_by_severity() -> None:
     route = CONFIG["route"]
-    assert route["group_by"] == ["slo", "model"] == routing.group_labels(load_spec(ALERTS / "slos.yaml"))
+    assert route["group_by"] == ["slo", "model"] == routing.group_labels(load_spec(REPO / "exporter/alerts/slos.yaml"))
     assert [(r["matchers"], r["receiver"]) for r in route["routes"]] == [
         (['severity="page"'], "pager"),
         (['severity="ticket"'], "ticket"),

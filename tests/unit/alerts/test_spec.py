@@ -30,7 +30,7 @@ def _error(data: dict[str, Any]) -> str:
 
 
 def test_committed_spec_loads_with_the_documented_defaults() -> None:
-    spec = load_spec(REPO / "alerts" / "slos.yaml")
+    spec = load_spec(REPO / "exporter" / "alerts" / "slos.yaml")
     by_name = {slo.name: slo for slo in spec.slos}
     assert spec.period == "30d" and spec.period_s == 30 * 86_400
     assert by_name["ttft"].threshold_seconds == 1.0 and by_name["ttft"].objective == 0.99

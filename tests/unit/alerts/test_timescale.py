@@ -25,7 +25,7 @@ from exporter.alerts.timescale import (
 from exporter.alerts.windows import parse_duration
 from tests.support.procs import REPO
 
-SPEC = REPO / "alerts" / "slos.yaml"
+SPEC = REPO / "exporter" / "alerts" / "slos.yaml"
 
 
 def _spec_data(**overrides: Any) -> dict[str, Any]:

@@ -698,11 +698,11 @@ def test_sync_script_reproduces_the_chart_artifacts(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
 
 
-@pytest.mark.skipif(not (REPO / "alerts/slos.yaml").is_file(), reason="no SLO spec to generate rules from")
+@pytest.mark.skipif(not (REPO / "exporter/alerts/slos.yaml").is_file(), reason="no SLO spec to generate rules from")
 def test_regenerated_rules_equal_the_chart_copies(tmp_path: Path) -> None:
     out = tmp_path / "alerts"
     subprocess.run(
-        [str(EXPORTER_BIN), "alerts", "--slo-spec", str(REPO / "alerts/slos.yaml"), "--out", str(out)],
+        [str(EXPORTER_BIN), "alerts", "--slo-spec", str(REPO / "exporter/alerts/slos.yaml"), "--out", str(out)],
         check=True,
         capture_output=True,
         timeout=120,
@@ -762,7 +762,7 @@ def test_rules_and_dashboards_from_a_chart_with_other_files(chart_copy: Path) ->
 def test_the_slo_thresholds_of_the_shipped_rules_are_bucket_edges_of_the_exporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = load_spec(REPO / "alerts" / "slos.yaml")
+    spec = load_spec()
     settings = settings_of(render(), tmp_path, monkeypatch)
     buckets = settings.histogram_buckets()
     latency = [slo for slo in spec.slos if slo.threshold_seconds is not None]
