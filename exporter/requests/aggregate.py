@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from exporter.metrics import catalog
+from exporter.requests.native import NativeHistogram
 from exporter.requests.records import OTHER, UNKNOWN, RequestSpan
 
 RESERVED_LABEL_VALUES = frozenset({UNKNOWN, OTHER})
@@ -79,10 +80,13 @@ class ModelSeries:
 
 @dataclass(slots=True)
 class TenantSeries:
-    """Everything observed for one (model, tenant): counters and the coarse TTFT and TPOT histograms."""
+    """Everything observed for one (model, tenant): counters, and TTFT and TPOT twice: at the coarse classic edges
+    (text formats) and in native buckets (the protobuf exposition: one series each, ~9 % resolution)."""
 
     ttft: Histogram
     tpot: Histogram
+    native_ttft: NativeHistogram = field(default_factory=NativeHistogram)
+    native_tpot: NativeHistogram = field(default_factory=NativeHistogram)
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -215,6 +219,7 @@ class RequestAggregator:
         h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
         self._throttle_histogram(model, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
         pair.ttft.observe(span.ttft_s, trace_id, ts)
+        pair.native_ttft.observe(span.ttft_s)
         h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
         h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
         h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
@@ -224,6 +229,7 @@ class RequestAggregator:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)
             self._throttle_histogram(model, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
             pair.tpot.observe(tpot, trace_id, ts)
+            pair.native_tpot.observe(tpot)
         return key
 
     @property

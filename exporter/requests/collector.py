@@ -4,14 +4,16 @@ and the pipeline's live state (queue, joins waiting)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter.metrics import catalog
 from exporter.metrics.families import counter, gauge, histogram, le_label
+from exporter.metrics.protobuf import NATIVE, ClassicBucket, NativeHistogramFamily
 from exporter.requests.aggregate import THROTTLED_HISTOGRAMS, Histogram
 from exporter.requests.pipeline import SpanPipeline
 
@@ -26,6 +28,7 @@ class RequestCollector(Collector):
         self.pipeline = pipeline
         agg = pipeline.aggregator
         self._edges = {name: [le_label(b) for b in bounds] + ["+Inf"] for name, bounds in agg.buckets.items()}
+        self._bounds = agg.buckets
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from a consistent view of the pipeline."""
@@ -42,6 +45,16 @@ class RequestCollector(Collector):
                 buckets.append((edge, total, Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)))
         return buckets
 
+    def _classic(self, name: str, hist: Histogram) -> list[ClassicBucket]:
+        """Classic buckets as the protobuf exposition takes them: (upper bound, cumulative count, exemplar)."""
+        out: list[ClassicBucket] = []
+        total = 0
+        for bound, count, ex in zip((*self._bounds[name], math.inf), hist.counts, hist.exemplars, strict=True):
+            total += count
+            exemplar = None if ex is None else Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)
+            out.append((bound, total, exemplar))
+        return out
+
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
         hists = {spec.name: histogram(spec) for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
@@ -49,7 +62,11 @@ class RequestCollector(Collector):
         tokens = counter(catalog.TOKENS)
         kv = counter(catalog.KV_TOKEN_SECONDS)
         kv_by_phase = counter(catalog.KV_TOKEN_SECONDS_BY_PHASE)
-        tenant_ttft, tenant_tpot = hists[catalog.TENANT_TTFT.name], hists[catalog.TENANT_TPOT.name]
+        native = NATIVE.get()  # a protobuf answer: the per-tenant histograms as native ones
+        tenant: dict[str, Metric] = {
+            spec.name: NativeHistogramFamily(spec.name, spec.help, spec.labels) if native else hists.pop(spec.name)
+            for spec in catalog.TENANT_HISTOGRAMS
+        }
         with self.pipeline.lock:
             for model, series in agg.models.items():
                 for name, hist in series.histograms.items():
@@ -59,18 +76,28 @@ class RequestCollector(Collector):
                     hists[name].add_metric([model, throttled], self._buckets(name, hist), hist.sum)
                 for phase, value in series.kv_token_seconds.items():
                     kv_by_phase.add_metric([model, phase], value)
-            for (model, tenant), pair in agg.series.items():
-                labels = [model, tenant]
+            for (model, tenant_label), pair in agg.series.items():
+                labels = [model, tenant_label]
                 requests.add_metric(labels, pair.requests)
-                tokens.add_metric([model, tenant, "input"], pair.input_tokens)
-                tokens.add_metric([model, tenant, "output"], pair.output_tokens)
+                tokens.add_metric([model, tenant_label, "input"], pair.input_tokens)
+                tokens.add_metric([model, tenant_label, "output"], pair.output_tokens)
                 kv.add_metric(labels, pair.kv_token_seconds)
-                tenant_ttft.add_metric(labels, self._buckets(catalog.TENANT_TTFT.name, pair.ttft), pair.ttft.sum)
-                if pair.tpot.count:
-                    tenant_tpot.add_metric(labels, self._buckets(catalog.TENANT_TPOT.name, pair.tpot), pair.tpot.sum)
+                for spec, classic, native_hist in (
+                    (catalog.TENANT_TTFT, pair.ttft, pair.native_ttft),
+                    (catalog.TENANT_TPOT, pair.tpot, pair.native_tpot),
+                ):
+                    if not classic.count:
+                        continue
+                    family = tenant[spec.name]
+                    if isinstance(family, NativeHistogramFamily):
+                        family.add(labels, native_hist, self._classic(spec.name, classic))
+                    else:
+                        assert isinstance(family, HistogramMetricFamily)
+                        family.add_metric(labels, self._buckets(spec.name, classic), classic.sum)
             overflow = agg.overflow
             startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
+        yield from tenant.values()
         yield from (requests, tokens, kv, kv_by_phase)
         label_overflow = counter(catalog.LABEL_OVERFLOW)
         for (label, reason), count in sorted(overflow.items()):

@@ -29,6 +29,12 @@ def family_name(metric: Metric) -> str:
     return f"{metric.name}_total" if metric.type == "counter" else metric.name
 
 
+def series_of(metric: Metric) -> int:
+    """Series a family exposes: its samples (a native histogram family: one per histogram)."""
+    count = getattr(metric, "series_count", None)
+    return count if isinstance(count, int) else len(metric.samples)
+
+
 class SeriesCounting(Collector):
     """A collector's families, then `llm_exporter_series{family}`: the series each family had in this answer (plus
     `more`, counted elsewhere)."""
@@ -41,7 +47,7 @@ class SeriesCounting(Collector):
         """Every family of the collector, counted on the way out."""
         counts = Counter(self.more())
         for metric in self.collector.collect():
-            counts[family_name(metric)] += len(metric.samples)
+            counts[family_name(metric)] += series_of(metric)
             yield metric
         series = gauge(catalog.SERIES)
         for family, count in sorted(counts.items()):
@@ -60,7 +66,7 @@ class Counted(Collector):
         """Every family, counted."""
         counts: Counter[str] = Counter()
         for metric in self.collector.collect():
-            counts[family_name(metric)] += len(metric.samples)
+            counts[family_name(metric)] += series_of(metric)
             yield metric
         self.counts = counts
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from exporter.metrics import protobuf
 from exporter.service.auth import TokenFile
 from exporter.service.exposition import Exposition, SharedRender
 
@@ -31,7 +32,10 @@ def metrics_app(
             return web.Response(
                 status=401, text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
             )
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        accept = request.headers.get("Accept", "")
+        encoder, content_type = (
+            (protobuf.generate, protobuf.CONTENT_TYPE) if protobuf.accepts(accept) else choose_encoder(accept)
+        )
         # Rendered off the event loop (a large scrape must not stall OTLP acknowledgements), once for scrapes that
         # arrive together.
         body = await shared.render(encoder, content_type)

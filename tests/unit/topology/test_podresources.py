@@ -190,6 +190,9 @@ def test_generated_stubs_are_reproducible(tmp_path: Path) -> None:
     subprocess.run([str(REPO / "scripts" / "gen-protos"), str(out)], check=True, env=env, capture_output=True)
     generated = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert [str(p) for p in generated] == [
+        "exporter/metrics/proto/prometheus/metrics_pb2.py",
+        "exporter/metrics/proto/prometheus/metrics_pb2.pyi",
+        "exporter/metrics/proto/prometheus/metrics_pb2_grpc.py",
         "exporter/topology/proto/podresources/v1/api_pb2.py",
         "exporter/topology/proto/podresources/v1/api_pb2.pyi",
         "exporter/topology/proto/podresources/v1/api_pb2_grpc.py",
