@@ -1,8 +1,8 @@
 """Series, bytes and /metrics answer times at 8, 60 and 600 (model, tenant) pairs, and what a real Prometheus pays.
 
 For each size the exporter runs as `llm-token-exporter serve` on one core (`taskset -c 0`, default settings, no
-GPU), the load generator (on the other core) sends vLLM-shaped spans for 3 models and pairs/3 tenants until every
-pair has requests, and then, with the load stopped (an idle platform):
+GPU), the load generator (on the other core) sends vLLM-shaped spans for 3 models and pairs/3 tenants (8 pairs: 2
+models x 4 tenants) until every pair has requests, and then, with the load stopped (an idle platform):
 - series and bytes of one scrape, as Prometheus text and as OpenMetrics;
 - /metrics answer time over `--scrapes` scrapes of each format (median, p99): the first answer after the load
   renders the per-request part, later ones reuse it;
@@ -59,6 +59,8 @@ class Row:
     busy: dict[str, Answers]
     prometheus_head_series: float | None = None
     prometheus_scrape_ms: float | None = None
+    native_head_series: float | None = None
+    native_scrape_ms: float | None = None
 
 
 def series_of(text: str) -> int:
@@ -84,15 +86,20 @@ def answers(url: str, accept: str, scrapes: int, pause_s: float = 0.0) -> Answer
     return Answers(statistics.median(times), percentile(times, 0.99))
 
 
+def models_of(pairs: int) -> int:
+    """3 models where the size divides (60, 600), else 2 (8 pairs: 2 models x 4 tenants)."""
+    return MODELS if pairs % MODELS == 0 else 2
+
+
 def load(exporter: ExporterProcess, pairs: int, rate: float, seconds: float, tag: str) -> None:
-    """Spans for every pair of the size (3 models x pairs/3 tenants) at `rate` for `seconds`."""
+    """Spans for every pair of the size (models x pairs/models tenants) at `rate` for `seconds`."""
     options = LoadOptions(
         rate=rate,
         duration=seconds,
         protocol="grpc",
         endpoint=exporter.otlp_grpc_target,
-        models=MODELS,
-        tenants=max(1, pairs // MODELS),
+        models=models_of(pairs),
+        tenants=max(1, pairs // models_of(pairs)),
         tag=tag,
         batch_size=256,
     )
@@ -100,8 +107,9 @@ def load(exporter: ExporterProcess, pairs: int, rate: float, seconds: float, tag
         asyncio.run(run_load(options, out))
 
 
-def prometheus_view(target: str, seconds: float) -> tuple[float | None, float | None]:
-    """(head series, mean scrape duration in ms of the exporter job) of a Prometheus scraping `target` every 5 s."""
+def prometheus_view(target: str, seconds: float, native: bool = False) -> tuple[float | None, float | None]:
+    """(head series, mean scrape duration in ms of the exporter job) of a Prometheus scraping `target` every 5 s
+    (with `native`, with native histograms on: it then asks for the protobuf exposition)."""
     binary = shutil.which("prometheus")
     if binary is None or seconds <= 0:
         return None, None
@@ -119,6 +127,7 @@ def prometheus_view(target: str, seconds: float) -> tuple[float | None, float | 
             f"--storage.tsdb.path={work / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *(["--enable-feature=native-histograms"] if native else []),
         ]
         with (work / "prometheus.log").open("wb") as log:
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -148,7 +157,9 @@ def _ready(base: str) -> bool:
 
 def measure(pairs: int, args: argparse.Namespace) -> Row:
     """One size, end to end."""
-    with ExporterProcess(cpus="0", settings={"gpu_enabled": "false", "topology_mode": "static"}) as exporter:
+    command = [args.exporter, "serve"] if args.exporter else []
+    settings = {"gpu_enabled": "false", "topology_mode": "static"}
+    with ExporterProcess(cpus="0", settings=settings, command=command) as exporter:
         url = exporter.url("/metrics")
         # Enough spans that every pair has several requests (the loadgen picks a pair per span at random).
         load(exporter, pairs, rate=min(5000.0, 200.0 * pairs), seconds=max(3.0, pairs * 12 / 5000.0), tag="a")
@@ -169,15 +180,20 @@ def measure(pairs: int, args: argparse.Namespace) -> Row:
                 time.sleep(1.0)
                 busy[name] = answers(url, accept, args.scrapes, pause_s=0.25)
                 loader.join()
-        head, scrape_ms = prometheus_view(f"127.0.0.1:{exporter.web_port}", args.prometheus_seconds)
-    return Row(pairs, series_of(text), len(text.encode()), len(openmetrics.encode()), idle, busy, head, scrape_ms)
+        target = f"127.0.0.1:{exporter.web_port}"
+        head, scrape_ms = prometheus_view(target, args.prometheus_seconds)
+        native = prometheus_view(target, args.prometheus_seconds, native=True) if args.native else (None, None)
+    return Row(
+        pairs, series_of(text), len(text.encode()), len(openmetrics.encode()), idle, busy, head, scrape_ms, *native
+    )
 
 
 def table(rows: list[Row]) -> str:
     """The markdown table of the README."""
     lines = [
         "| pairs | series | text bytes | OpenMetrics bytes | idle text ms (median / p99) | idle OpenMetrics ms "
-        "| busy text ms | busy OpenMetrics ms | Prometheus head series | Prometheus scrape ms |",
+        "| busy text ms | busy OpenMetrics ms | Prometheus head series (classic / native) "
+        "| Prometheus scrape ms (classic / native) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -185,8 +201,11 @@ def table(rows: list[Row]) -> str:
         def fmt(a: Answers | None) -> str:
             return "-" if a is None else f"{a.median:.1f} / {a.p99:.1f}"
 
-        head = "-" if r.prometheus_head_series is None else f"{r.prometheus_head_series:,.0f}"
-        scrape = "-" if r.prometheus_scrape_ms is None else f"{r.prometheus_scrape_ms:.1f}"
+        def num(value: float | None, fmt: str) -> str:
+            return "-" if value is None else format(value, fmt)
+
+        head = f"{num(r.prometheus_head_series, ',.0f')} / {num(r.native_head_series, ',.0f')}"
+        scrape = f"{num(r.prometheus_scrape_ms, '.1f')} / {num(r.native_scrape_ms, '.1f')}"
         lines.append(
             f"| {r.pairs} | {r.series:,} | {r.text_bytes:,} | {r.openmetrics_bytes:,} | {fmt(r.idle['text'])} | "
             f"{fmt(r.idle['om'])} | {fmt(r.busy.get('text'))} | {fmt(r.busy.get('om'))} | {head} | {scrape} |"
@@ -201,6 +220,8 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=40, help="scrapes per format and state (default 40)")
     parser.add_argument("--busy-rate", type=float, default=2000.0, help="spans/s while busy scrapes run (0: skip)")
     parser.add_argument("--prometheus-seconds", type=float, default=60.0, help="Prometheus scraping time (0: skip)")
+    parser.add_argument("--native", action="store_true", help="also a Prometheus with native histograms on")
+    parser.add_argument("--exporter", default="", help="another llm-token-exporter binary (e.g. an older build)")
     args = parser.parse_args()
     rows = []
     for pairs in (int(p) for p in args.pairs.split(",")):

@@ -223,7 +223,37 @@ TENANT_TPOT = MetricSpec(
 )
 TENANT_HISTOGRAMS: tuple[MetricSpec, ...] = (TENANT_TTFT, TENANT_TPOT)
 
+# Prefill/decode disaggregation (exporter.requests.disagg): a request's two spans are counted once; these say what
+# the split costs and what could not be joined. Served only for models with disaggregated requests.
+PD_HANDOFF = MetricSpec(
+    "llm_request_pd_handoff_seconds",
+    Kind.HISTOGRAM,
+    "Prefill/decode disaggregation: from the prefill instance's first token to the decode instance's first token "
+    "(the proxy, the decode queue and loading the KV: what the split adds to TTFT), for requests whose two halves "
+    "met in this exporter.",
+    MODEL_LABELS,
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PD_DECODE_TTFT = MetricSpec(
+    "llm_request_decode_time_to_first_token_seconds",
+    Kind.HISTOGRAM,
+    "Prefill/decode disaggregation: TTFT measured from the decode instance's own arrival, for requests whose "
+    "prefill half this exporter did not see (it misses the prefill and the hand-off, so it is kept out of "
+    "llm_request_time_to_first_token_seconds; route a trace's spans to one exporter to count the user-visible one).",
+    MODEL_LABELS,
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+PD_HALVES = MetricSpec(
+    "llm_pd_halves_total",
+    Kind.COUNTER,
+    "Prefill/decode disaggregation: request spans by side (prefill, decode) and outcome: joined (both halves met: "
+    "one request) or alone (the other half did not come within --pd.join-window-seconds: a decode half is still "
+    "counted as a request, a prefill half never is).",
+    ("model", "side", "outcome"),
+    each=4,
+)
 LATENCY_HISTOGRAMS: tuple[MetricSpec, ...] = (TTFT, TPOT, QUEUE, PREFILL, DECODE, E2E)
+MODEL_HISTOGRAMS: tuple[MetricSpec, ...] = (*LATENCY_HISTOGRAMS, PD_HANDOFF, PD_DECODE_TTFT)
 # Short names, as in the bucket settings (buckets_ttft, --buckets.ttft).
 LATENCY_HISTOGRAM_SHORT_NAMES = {
     "ttft": TTFT,
@@ -777,8 +807,10 @@ INSTANCE_INFO = MetricSpec(
     Kind.GAUGE,
     "Always 1 per vLLM instance discovered on this node: vllm_instance = its id (the same as the llm_engine_* "
     "series), model = configured or inferred model ('' until known), namespace and pod (Kubernetes, else ''), "
-    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown).",
-    ("vllm_instance", "model", "namespace", "pod", "gpus"),
+    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown), role = prefill, decode or both "
+    "(prefill/decode disaggregation: the pod's llm-d.ai/role label, the static config's role, vLLM's "
+    "--kv-transfer-config kv_role, else '').",
+    ("vllm_instance", "model", "namespace", "pod", "gpus", "role"),
 )
 TOPOLOGY_INSTANCES = MetricSpec(
     "llm_exporter_topology_instances",
@@ -820,6 +852,9 @@ ALL: tuple[MetricSpec, ...] = (
     *TENANT_HISTOGRAMS,
     REQUESTS,
     TOKENS,
+    PD_HANDOFF,
+    PD_DECODE_TTFT,
+    PD_HALVES,
     *SELF_METRICS,
     *PROCESS_METRICS,
     *ENGINE_METRICS,

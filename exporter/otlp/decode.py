@@ -48,8 +48,10 @@ class BodyDecodeError(ValueError):
     """The export request body as a whole could not be decoded."""
 
 
-# (resource attributes, peer address) -> (instance id, its model or None), or None when no instance matches.
-SenderLookup = Callable[[dict[str, str], str | None], tuple[str, str | None] | None]
+# (resource attributes, peer address) -> (instance id, its model or None, its role or None), or None when no
+# instance matches.
+SenderLookup = Callable[[dict[str, str], str | None], tuple[str, str | None, str | None] | None]
+ROLES = ("prefill", "decode", "both")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class DecodeRules:
     model_map: Mapping[str, str] = field(default_factory=dict)
     tenant_keys: Sequence[str] = ("tenant.id",)
     max_attributes: int = 256
+    role_attribute: str = "llm.role"  # resource attribute naming the sender's prefill/decode role
 
 
 def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
@@ -161,15 +164,20 @@ def _resource_dict(attributes: Any, limit: int) -> dict[str, str]:
     return out
 
 
-def _model_and_instance(resource_attrs: Any, rules: DecodeRules, peer: str | None) -> tuple[str, str]:
-    found = rules.sender(_resource_dict(resource_attrs, rules.max_attributes), peer) if rules.sender else None
+def _sender(resource_attrs: Any, rules: DecodeRules, peer: str | None) -> tuple[str, str, str]:
+    """(model, instance, role) of a resource's spans: from the topology's instance when the sender matches one,
+    else from the model attribute; the role from the resource attribute, else the instance's, else ''."""
+    resource = _resource_dict(resource_attrs, rules.max_attributes)
+    found = rules.sender(resource, peer) if rules.sender else None
+    declared = resource.get(rules.role_attribute, "")
+    role = declared if declared in ROLES else (found[2] or "") if found is not None else ""
     if found is not None and found[1] is not None:
-        return _label(found[1]), found[0]
+        return _label(found[1]), found[0], role
     raw = _find(resource_attrs, (rules.model_attribute,), rules.max_attributes)
     model = UNKNOWN if raw is None else _label(rules.model_map.get(raw, raw))
     if found is not None:
-        return model, found[0]
-    return model, rules.instance_of_model(model) if rules.instance_of_model else ""
+        return model, found[0], role
+    return model, rules.instance_of_model(model) if rules.instance_of_model else "", role
 
 
 def _service_name(resource_attrs: Any, limit: int) -> str:
@@ -185,7 +193,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
     limit = rules.max_attributes
     for resource_spans in request.resource_spans:
         resource_attrs = resource_spans.resource.attributes
-        model, instance = _model_and_instance(resource_attrs, rules, peer)
+        model, instance, role = _sender(resource_attrs, rules, peer)
         service = _service_name(resource_attrs, limit)
         resource_tenant = _find(resource_attrs, tenant_keys, limit) if tenant_keys else None
         for scope_spans in resource_spans.scope_spans:
@@ -203,7 +211,7 @@ def flatten(request: ExportTraceServiceRequest, rules: DecodeRules, peer: str | 
                     continue
                 record = _request_record(span, model, instance, service, resource_tenant, tenant_keys, limit, batch)
                 if record is not None:
-                    batch.requests.append(record)
+                    batch.requests.append(record._replace(role=role) if role else record)
     return batch
 
 

@@ -9,11 +9,13 @@ Resolution goes where it is needed: a (model, tenant) pair costs ~20 series, not
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from exporter.metrics import catalog
+from exporter.requests.disagg import Kind
 from exporter.requests.native import NativeHistogram
 from exporter.requests.records import OTHER, UNKNOWN, RequestSpan
 
@@ -75,6 +77,7 @@ class ModelSeries:
     histograms: dict[str, Histogram]
     by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     kv_token_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    halves: Counter[tuple[str, str]] = field(default_factory=Counter)  # P/D halves by (side, joined or alone)
     last_seen: float = 0.0
 
 
@@ -101,14 +104,15 @@ class LabelCap:
     seen: set[str] = field(default_factory=set)
     overflowed: int = 0
 
-    def admit(self, value: str) -> str:
-        """The value to use as a label: itself if already seen or room remains, else `other`."""
+    def admit(self, value: str, count: bool = True) -> str:
+        """The value to use as a label: itself if already seen or room remains, else `other` (counted unless
+        `count` is false: the same request asked again)."""
         if value in self.seen or value in RESERVED_LABEL_VALUES:
             return value
         if len(self.seen) < self.cap:
             self.seen.add(value)
             return value
-        self.overflowed += 1
+        self.overflowed += count
         return OTHER
 
 
@@ -131,7 +135,7 @@ class RequestAggregator:
         given = buckets or {}
         self.buckets: dict[str, tuple[float, ...]] = {
             spec.name: tuple(given.get(spec.name, spec.default_buckets))
-            for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)
+            for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)
         }
         self.models: dict[str, ModelSeries] = {}
         self.series: dict[tuple[str, str], TenantSeries] = {}
@@ -146,7 +150,7 @@ class RequestAggregator:
     def _model(self, model: str) -> ModelSeries:
         series = self.models.get(model)
         if series is None:
-            histograms = {s.name: Histogram(self.buckets[s.name]) for s in catalog.LATENCY_HISTOGRAMS}
+            histograms = {s.name: Histogram(self.buckets[s.name]) for s in catalog.MODEL_HISTOGRAMS}
             series = self.models[model] = ModelSeries(histograms)
         return series
 
@@ -165,19 +169,19 @@ class RequestAggregator:
             hist = series.by_throttle[(name, throttled)] = Histogram(self.buckets[name])
         return hist
 
-    def labels(self, model: str, tenant: str) -> tuple[str, str]:
+    def labels(self, model: str, tenant: str, count: bool = True) -> tuple[str, str]:
         """The (model, tenant) label values a request is counted under: itself, or `other` past a cap or past the
-        series budget (a new pair when `max_pairs` exist already)."""
+        series budget (a new pair when `max_pairs` exist already). A fold is counted unless `count` is false."""
         if (model, tenant) in self.series:
             return model, tenant
-        model = self.model_labels.admit(model)
+        model = self.model_labels.admit(model, count)
         cap = self.tenants.get(model)
         if cap is None:
             cap = self.tenants[model] = LabelCap(self.tenant_cap)
-        tenant = cap.admit(tenant)
+        tenant = cap.admit(tenant, count)
         if (model, tenant) not in self.series and tenant != OTHER and len(self.series) >= self.max_pairs:
             cap.seen.discard(tenant)
-            self.over_budget += 1
+            self.over_budget += count
             tenant = OTHER
         return model, tenant
 
@@ -200,9 +204,30 @@ class RequestAggregator:
                 self.model_labels.seen.discard(model)
         return gone
 
-    def observe(self, span: RequestSpan, tenant: str, throttled: str = "unknown", now: float = 0.0) -> tuple[str, str]:
+    def observe(
+        self,
+        span: RequestSpan,
+        tenant: str,
+        throttled: str = "unknown",
+        now: float = 0.0,
+        kind: Kind = Kind.PLAIN,
+        handoff_s: float | None = None,
+    ) -> tuple[str, str]:
         """Count one finished sequence under its model and tenant (and, for TTFT and TPOT, throttled or not);
-        returns the (model, tenant) labels it was counted under (`other` past a cap or the series budget)."""
+        returns the (model, tenant) labels it was counted under (`other` past a cap or the series budget).
+
+        A prefilled/decoded request (`kind`, exporter.requests.disagg) counts as what it is: a prefill half alone
+        only in the model's queue and prefill histograms; a decode half alone as a request whose TTFT (from the
+        decode instance's arrival) goes to its own family, not the user-visible TTFT."""
+        trace_id = span.trace_id
+        ts = span.end_time_ns / 1e9
+        if kind is Kind.PREFILL_ALONE:
+            model = self._model(self.model_labels.admit(span.model))
+            model.last_seen = now
+            model.histograms[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
+            model.histograms[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
+            model.halves[("prefill", "alone")] += 1
+            return span.model, tenant
         key = self.labels(span.model, tenant)
         model = self._model(key[0])
         pair = self._tenant(key)
@@ -214,16 +239,23 @@ class RequestAggregator:
             model.kv_token_seconds[phase] += value
             pair.kv_token_seconds += value
         h = model.histograms
-        trace_id = span.trace_id
-        ts = span.end_time_ns / 1e9
-        h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
-        self._throttle_histogram(model, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
-        pair.ttft.observe(span.ttft_s, trace_id, ts)
-        pair.native_ttft.observe(span.ttft_s)
-        h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
-        h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
+        if kind is Kind.DECODE_ALONE:
+            model.halves[("decode", "alone")] += 1
+            h[catalog.PD_DECODE_TTFT.name].observe(span.ttft_s, trace_id, ts)
+        else:
+            if kind is Kind.JOINED:
+                model.halves[("prefill", "joined")] += 1
+                model.halves[("decode", "joined")] += 1
+                if handoff_s is not None:
+                    h[catalog.PD_HANDOFF.name].observe(max(0.0, handoff_s), trace_id, ts)
+            h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
+            self._throttle_histogram(model, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
+            pair.ttft.observe(span.ttft_s, trace_id, ts)
+            pair.native_ttft.observe(span.ttft_s)
+            h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
+            h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
+            h[catalog.E2E.name].observe(span.e2e_s, trace_id, ts)
         h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
-        h[catalog.E2E.name].observe(span.e2e_s, trace_id, ts)
         tpot = span.tpot_s
         if tpot is not None:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)

@@ -18,6 +18,7 @@ from exporter.requests.aggregate import THROTTLED_HISTOGRAMS, Histogram
 from exporter.requests.pipeline import SpanPipeline
 
 TRACE_ID_LABEL = "trace_id"
+PD_HISTOGRAMS = (catalog.PD_HANDOFF.name, catalog.PD_DECODE_TTFT.name)  # served only where P/D requests were seen
 
 
 class RequestCollector(Collector):
@@ -57,7 +58,8 @@ class RequestCollector(Collector):
 
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
-        hists = {spec.name: histogram(spec) for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
+        hists = {spec.name: histogram(spec) for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
+        halves = counter(catalog.PD_HALVES)
         requests = counter(catalog.REQUESTS)
         tokens = counter(catalog.TOKENS)
         kv = counter(catalog.KV_TOKEN_SECONDS)
@@ -70,8 +72,10 @@ class RequestCollector(Collector):
         with self.pipeline.lock:
             for model, series in agg.models.items():
                 for name, hist in series.histograms.items():
-                    if name not in THROTTLED_HISTOGRAMS:
+                    if name not in THROTTLED_HISTOGRAMS and (name not in PD_HISTOGRAMS or hist.count):
                         hists[name].add_metric([model], self._buckets(name, hist), hist.sum)
+                for (side, outcome), count in sorted(series.halves.items()):
+                    halves.add_metric([model, side, outcome], count)
                 for (name, throttled), hist in series.by_throttle.items():
                     hists[name].add_metric([model, throttled], self._buckets(name, hist), hist.sum)
                 for phase, value in series.kv_token_seconds.items():
@@ -98,7 +102,7 @@ class RequestCollector(Collector):
             startup = sorted(self.pipeline.startup.items())
         yield from hists.values()
         yield from tenant.values()
-        yield from (requests, tokens, kv, kv_by_phase)
+        yield from (requests, tokens, kv, kv_by_phase, halves)
         label_overflow = counter(catalog.LABEL_OVERFLOW)
         for (label, reason), count in sorted(overflow.items()):
             label_overflow.add_metric([label, reason], count)

@@ -19,6 +19,7 @@ from typing import Protocol
 from exporter.requests import aggregate
 from exporter.requests.aggregate import RequestAggregator
 from exporter.requests.dedup import Deduplicator
+from exporter.requests.disagg import DisaggJoiner, Finished, Kind
 from exporter.requests.records import DecodedBatch, RequestSpan
 from exporter.requests.tenancy import Resolved, TenantJoiner
 from exporter.service.stats import ExporterStats
@@ -39,6 +40,7 @@ class PipelineOptions:
     dedup_capacity: int = 131_072
     series_idle_s: float = 3600.0
     series_max: int = aggregate.SERIES_MAX
+    pd_join_window_s: float = 10.0  # a P/D half waits this long for its other half
     buckets: Mapping[str, Sequence[float]] | None = None
 
 
@@ -80,6 +82,7 @@ class SpanPipeline:
         self.lock = threading.Lock()  # guards joiner, aggregator and start-up phases (worker writes, scrapes read)
         self.aggregator = RequestAggregator(options.buckets, options.tenant_cap, options.model_cap, options.series_max)
         self.joiner = TenantJoiner(options.tenant_join_window_s)
+        self.disagg = DisaggJoiner(options.pd_join_window_s)
         self.dedup = Deduplicator(options.dedup_capacity)
         self.startup: dict[tuple[str, str], tuple[int, float]] = {}  # (model, phase) -> (end ns, seconds)
         self.generation = 0  # moves whenever what RequestCollector serves changes (under the lock)
@@ -156,6 +159,9 @@ class SpanPipeline:
         with self.lock:
             released = self.joiner.expire(now)
         self._observe(released)
+        with self.lock:
+            alone = self.disagg.expire(now)
+        self._count(alone)
         if self.attribution is not None:
             self.attribution.tick()
         if now - self._series_checked >= SERIES_CHECK_EVERY_S:
@@ -169,28 +175,42 @@ class SpanPipeline:
                 log.info("forgot %d (model, tenant) series idle for %g s", len(gone), self.options.series_idle_s)
 
     def _observe(self, released: list[Resolved]) -> None:
+        """Spans whose tenant is known: each half is charged on its own instance; requests are counted once."""
         if not released:
             return
         hook = self.attribution
         # Read from the GPU rings before taking the lock: a scrape never waits on it.
-        throttled = [hook.throttled(item.span) for item in released] if hook is not None else None
-        charges: list[tuple[RequestSpan, str, str]] = []
+        throttled = {item.span.key: hook.throttled(item.span) for item in released} if hook is not None else {}
+        now = self.clock()
+        with self.lock:
+            finished = [f for item in released for f in self.disagg.add(item, now)]
+            # Charged under the labels its request is counted under (capped: a hostile tenant string cannot grow
+            # the attribution series either); asked without counting the fold again.
+            labels = [self.aggregator.labels(item.span.model, item.tenant, count=False) for item in released]
+        self._count(finished, throttled)
+        if hook is not None:
+            for item, (model, tenant) in zip(released, labels, strict=True):
+                span = item.span if model == item.span.model else item.span._replace(model=model)
+                hook.submit(span, tenant, throttled[item.span.key])
+
+    def _count(self, finished: list[Finished], known: dict[bytes, str] | None = None) -> None:
+        """Count requests (and prefill halves) as the aggregator should; `known`: throttled labels already read."""
+        if not finished:
+            return
+        hook = self.attribution
+        throttled = [
+            "unknown"
+            if hook is None or f.kind is Kind.PREFILL_ALONE
+            else (known or {}).get(f.span.key) or hook.throttled(f.span)
+            for f in finished
+        ]
         sources: Counter[str] = Counter()
         with self.lock:
             self.generation += 1
-            for i, item in enumerate(released):
-                now = self.clock()
-                sources[item.source] += 1
-                if throttled is None:
-                    self.aggregator.observe(item.span, item.tenant, now=now)
-                    continue
-                model, tenant = self.aggregator.observe(item.span, item.tenant, throttled[i], now)
-                # Charged under the same capped labels, so a hostile tenant string cannot grow those series either.
-                span = item.span if model == item.span.model else item.span._replace(model=model)
-                charges.append((span, tenant, throttled[i]))
-        if hook is not None:
-            for span, tenant, label in charges:
-                hook.submit(span, tenant, label)
+            for f, label in zip(finished, throttled, strict=True):
+                self.aggregator.observe(f.span, f.tenant, label, self.clock(), f.kind, f.handoff_s)
+                if f.kind is not Kind.PREFILL_ALONE:
+                    sources[f.source] += 1
         with self.stats.lock:
             self.stats.tenant_sources.update(sources)
 
@@ -229,3 +249,6 @@ class SpanPipeline:
             with self.lock:
                 released = self.joiner.flush()
             self._observe(released)
+            with self.lock:
+                alone = self.disagg.flush()
+            self._count(alone)

@@ -35,6 +35,7 @@ class RequestSpan(NamedTuple):
     completion_tokens: int
     instance: str = ""  # the vLLM instance that sent it, when the topology knows ("" otherwise)
     service_name: str = ""  # the sender's resource service.name (for forwarding the span)
+    role: str = ""  # prefill or decode (one half of a disaggregated request), both, or "" (not said)
 
     @property
     def tpot_s(self) -> float | None:

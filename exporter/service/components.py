@@ -31,6 +31,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         dedup_capacity=settings.dedup_capacity_spans,
         series_idle_s=settings.series_idle_seconds,
         series_max=settings.series_max,
+        pd_join_window_s=settings.pd_join_window_seconds,
         buckets=settings.histogram_buckets(),
     )
 
@@ -44,6 +45,7 @@ def decode_rules(settings: Settings, senders: SenderResolver | None = None) -> D
         model_map=dict(settings.model_map),
         tenant_keys=tuple(settings.tenant_attribute_keys),
         max_attributes=settings.otlp_max_span_attributes,
+        role_attribute=settings.role_attribute,
     )
 
 

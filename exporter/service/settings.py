@@ -155,6 +155,22 @@ class Settings(BaseSettings):
         description="Resource attribute of the sender that names the model (vLLM: OTEL_SERVICE_NAME).",
         json_schema_extra=_flag("model.attribute"),
     )
+    pd_join_window_seconds: float = Field(
+        PipelineOptions.pd_join_window_s,
+        ge=0.0,
+        le=600.0,
+        description="Prefill/decode disaggregation: how long the prefill or decode half of a request (the two "
+        "llm_request spans of one trace and caller) waits for its other half before it is counted alone (a decode "
+        "half as a request with its own TTFT, a prefill half never as a request).",
+        json_schema_extra=_flag("pd.join-window-seconds"),
+    )
+    role_attribute: str = Field(
+        DecodeRules.role_attribute,
+        min_length=1,
+        description="Resource attribute of the sender that names its prefill/decode role (prefill, decode or both; "
+        "vLLM: OTEL_RESOURCE_ATTRIBUTES=llm.role=prefill); it wins over the role the topology gives the instance.",
+        json_schema_extra=_flag("role.attribute"),
+    )
     model_map: StrMap = Field(
         default_factory=dict,
         description="Map from that attribute's value to a model label: 'value=model,...' or a JSON object.",

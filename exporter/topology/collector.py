@@ -31,6 +31,7 @@ class TopologyCollector(Collector):
                     instance.namespace or "",
                     instance.pod or "",
                     ",".join(instance.gpus),
+                    instance.role or "",
                 ],
                 1,
             )

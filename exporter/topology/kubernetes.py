@@ -24,6 +24,8 @@ from typing import Any, NamedTuple, Protocol
 import httpx
 
 from exporter.topology.model import (
+    POD_ROLE_LABEL,
+    ROLES,
     SOURCE_KUBERNETES,
     ErrorCounts,
     Instance,
@@ -119,10 +121,14 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
     service_name = env.get(OTEL_SERVICE_NAME_ENV) or _resource_attribute(
         env.get(OTEL_RESOURCE_ATTRIBUTES_ENV, ""), "service.name"
     )
+    vllm = parse_vllm_args(args)
+    labels = meta.get("labels") or {}
+    role = labels.get(POD_ROLE_LABEL) if labels.get(POD_ROLE_LABEL) in ROLES else vllm.role
     return Instance(
         id=f"{namespace}/{name}",
         url=f"http://{host}:{port}",
-        model=parse_vllm_args(args).model_label,
+        model=vllm.model_label,
+        role=role,
         namespace=namespace,
         pod=name,
         pod_uid=uid or None,

@@ -23,6 +23,10 @@ ATTR_SERVICE_NAME = "service.name"
 ATTR_SERVICE_INSTANCE_ID = "service.instance.id"
 ATTR_PROCESS_ID = "vllm.process_id"
 
+# An instance's part in prefill/decode disaggregation: prefill-only, decode-only, or both (a plain server).
+ROLES = ("prefill", "decode", "both")
+POD_ROLE_LABEL = "llm-d.ai/role"  # llm-d marks its prefill and decode pods so
+
 
 @dataclass(frozen=True, slots=True)
 class Instance:
@@ -44,6 +48,7 @@ class Instance:
     pids: tuple[int, ...] = ()
     service_instance_ids: tuple[str, ...] = ()
     service_names: tuple[str, ...] = ()
+    role: str | None = None  # prefill, decode or both (ROLES); None when nothing says
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,7 @@ def discover(gpu_processes: Iterable[ComputeProcess], proc_root: Path = Path("/p
                 gpus=tuple(gpus[server]),
                 pid=server,
                 pids=tuple(pids),
+                role=args.role,
             )
         )
     return tuple(sorted(instances, key=lambda i: i.id))

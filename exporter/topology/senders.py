@@ -25,10 +25,10 @@ class SenderResolver:
         served = self.served_models(instance.id)
         return served[0] if len(served) == 1 else None
 
-    def sender(self, resource: dict[str, str], peer: str | None) -> tuple[str, str | None] | None:
-        """The vLLM instance that sent a span (and its model), or None when the sender matches none."""
+    def sender(self, resource: dict[str, str], peer: str | None) -> tuple[str, str | None, str | None] | None:
+        """The vLLM instance that sent a span (its id, model and role), or None when the sender matches none."""
         instance = match_sender(self.topology.current().instances, SpanSender.from_resource(resource, peer))
-        return None if instance is None else (instance.id, self.model_of(instance))
+        return None if instance is None else (instance.id, self.model_of(instance), instance.role)
 
     def instance_of_model(self, model: str) -> str:
         """The one instance serving `model` (for senders the topology cannot tell apart), or ""."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,9 @@ class InstanceConfig(BaseModel):
     model: str | None = Field(None, description="Model label; default: the model_name vLLM reports.")
     gpus: list[str] = Field(default_factory=list, description="NVML GPU UUIDs or indexes it runs on.")
     name: str | None = Field(None, description="Instance label; default: the URL's host:port.")
+    role: Literal["prefill", "decode", "both"] | None = Field(
+        None, description="Its part in prefill/decode disaggregation; default: from its spans' llm.role, else both."
+    )
 
 
 def instance_from_config(config: InstanceConfig) -> Instance:
@@ -38,6 +42,7 @@ def instance_from_config(config: InstanceConfig) -> Instance:
         ip=url_ip(config.url),
         service_instance_ids=(config.name,) if config.name else (),
         service_names=names,
+        role=config.role,
     )
 
 

@@ -3,6 +3,7 @@ server, where does it listen, what does it serve. Pure; shared by the /proc and 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ class VllmArgs:
     served_model_name: str | None = None
     model: str | None = None
     tls: bool = False
+    role: str | None = None  # from --kv-transfer-config's kv_role
 
     @property
     def model_label(self) -> str | None:
@@ -77,7 +79,23 @@ def parse_vllm_args(argv: Sequence[str]) -> VllmArgs:
         served_model_name=served[0] if served else None,
         model=model,
         tls=_option(argv, "--ssl-certfile") is not None,
+        role=_kv_role(_option(argv, "--kv-transfer-config")),
     )
+
+
+# vLLM's KV connector roles: a producer computes prefills for others, a consumer decodes from loaded KV.
+_KV_ROLES = {"kv_producer": "prefill", "kv_consumer": "decode", "kv_both": "both"}
+
+
+def _kv_role(values: tuple[str, ...] | None) -> str | None:
+    """The disaggregation role a --kv-transfer-config JSON gives (None without one, or when it cannot be read)."""
+    if not values:
+        return None
+    try:
+        config = json.loads(" ".join(values))
+    except ValueError:
+        return None
+    return _KV_ROLES.get(config.get("kv_role", "")) if isinstance(config, dict) else None
 
 
 def server_url(args: VllmArgs) -> str:

@@ -182,9 +182,9 @@ def test_any_attribute_values_give_a_record_or_one_counted_rejection(changes: li
 def test_topology_names_the_model_of_a_known_sender_before_the_resource_attribute() -> None:
     seen: list[tuple[dict[str, str], str | None]] = []
 
-    def sender(resource: dict[str, str], peer: str | None) -> tuple[str, str | None] | None:
+    def sender(resource: dict[str, str], peer: str | None) -> tuple[str, str | None, str | None] | None:
         seen.append((resource, peer))
-        return ("pod-a", "llama-3-8b") if resource.get("vllm.process_id") == "14512" else None
+        return ("pod-a", "llama-3-8b", None) if resource.get("vllm.process_id") == "14512" else None
 
     rules = DecodeRules(
         sender=sender,
@@ -198,3 +198,24 @@ def test_topology_names_the_model_of_a_known_sender_before_the_resource_attribut
     [unknown_sender] = flatten(request_of([sample_request_spans()[0]], other), rules).requests
     # No instance matched: the attribute through the map names the model, and the model its instance.
     assert (unknown_sender.model, unknown_sender.instance) == ("mapped", "only-one")
+
+
+def test_the_role_comes_from_the_resource_attribute_else_the_instance() -> None:
+    def sender(resource: dict[str, str], peer: str | None) -> tuple[str, str | None, str | None] | None:
+        return ("pod-p", "m", "prefill") if resource.get("service.name") == "from-topology" else None
+
+    rules = DecodeRules(sender=sender)
+    declared = Resource(attributes=[kv("service.name", "vllm-tiny"), kv("llm.role", "decode")])
+    [record] = flatten(request_of([sample_request_spans()[0]], declared), rules).requests
+    assert record.role == "decode"
+    [record] = flatten(
+        request_of([sample_request_spans()[0]], Resource(attributes=[kv("service.name", "from-topology")])), rules
+    ).requests
+    assert (record.role, record.instance) == ("prefill", "pod-p")
+    nonsense = Resource(attributes=[kv("service.name", "vllm-tiny"), kv("llm.role", "chef")])
+    [record] = flatten(request_of([sample_request_spans()[0]], nonsense), rules).requests
+    assert record.role == ""
+    custom = DecodeRules(role_attribute="my.role")
+    mine = Resource(attributes=[kv("service.name", "vllm-tiny"), kv("my.role", "prefill")])
+    [record] = flatten(request_of([sample_request_spans()[0]], mine), custom).requests
+    assert record.role == "prefill"

@@ -246,10 +246,12 @@ def test_collector_renders_instances_and_health() -> None:
     registry.register(TopologyCollector(source))
     text = generate_latest(registry).decode()
     assert (
-        'llm_engine_instance_info{gpus="GPU-1,GPU-2",model="llama",namespace="llm",pod="a",vllm_instance="llm/a"} 1.0'
-        in text
+        'llm_engine_instance_info{gpus="GPU-1,GPU-2",model="llama",namespace="llm",pod="a",role="",'
+        'vllm_instance="llm/a"} 1.0' in text
     )
-    assert 'llm_engine_instance_info{gpus="",model="",namespace="llm",pod="b",vllm_instance="llm/b"} 1.0' in text
+    assert (
+        'llm_engine_instance_info{gpus="",model="",namespace="llm",pod="b",role="",vllm_instance="llm/b"} 1.0' in text
+    )
     assert 'llm_exporter_topology_instances{source="kubernetes"} 2.0' in text
     assert 'llm_exporter_topology_stale{source="kubernetes"} 1.0' in text
     assert 'llm_exporter_topology_observed_timestamp_seconds{source="kubernetes"} 1.7e+09' in text
