@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -39,8 +40,17 @@ def ensure_environment() -> Path:
 class VllmServer:
     """vLLM's OpenAI API server on a free loopback port, exporting traces with `protocol` to `endpoint`."""
 
-    def __init__(self, protocol: str, endpoint: str, port: int | None = None, startup_timeout: float = 240) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        endpoint: str,
+        port: int | None = None,
+        startup_timeout: float = 240,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.protocol, self.endpoint, self.startup_timeout = protocol, endpoint, startup_timeout
+        self.extra_args, self.extra_env = tuple(extra_args), dict(env or {})
         self.port = port or free_port()
         self.log: IO[bytes] = tempfile.NamedTemporaryFile(prefix=f"vllm-{protocol}-", suffix=".log", delete=False)  # noqa: SIM115
         self.start()
@@ -55,6 +65,7 @@ class VllmServer:
             "OTEL_SERVICE_NAME": SERVICE_NAME,
             "VLLM_CPU_KVCACHE_SPACE": "1",
             "OTEL_BSP_SCHEDULE_DELAY": "500",  # flush spans every 0.5 s instead of 5 s: shorter tests
+            **self.extra_env,
         }
         if protocol == "http":
             env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
@@ -77,6 +88,7 @@ class VllmServer:
                 "2048",
                 "--otlp-traces-endpoint",
                 endpoint,
+                *self.extra_args,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

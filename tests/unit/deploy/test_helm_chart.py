@@ -45,6 +45,7 @@ Obj = dict[str, Any]
 # Value sets rendered and checked for schemas and security; each also has its own assertions below.
 VALUE_SETS: dict[str, Obj] = {
     "default": {},
+    "trace-routing": {"traceRouting": {"peersService": True}},
     "monitors-off": {
         "monitor": {"enabled": False},
         "prometheusRule": {"enabled": False},
@@ -775,3 +776,14 @@ def test_the_slo_thresholds_of_the_shipped_rules_are_bucket_edges_of_the_exporte
     # A user's own thresholds win over the generated ones.
     own = settings_of(render({"config": {"slo_latency_thresholds": {"e2e": [42.0]}}}), tmp_path, monkeypatch)
     assert own.slo_latency_thresholds == {"e2e": [42.0]}
+
+
+def test_the_peers_service_lists_every_exporter_pod_for_trace_routing() -> None:
+    assert not [s for s in of_kind(render(), "Service") if s["metadata"]["name"].endswith("otlp-peers")]
+    objects = render(VALUE_SETS["trace-routing"])
+    peers = one(objects, "Service", f"{FULLNAME}-otlp-peers")
+    pods = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert peers["spec"]["clusterIP"] == "None"  # headless: its DNS name answers every pod's address
+    assert peers["spec"]["selector"].items() <= pods.items()
+    [port] = peers["spec"]["ports"]
+    assert (port["name"], port["targetPort"]) == ("otlp-grpc", "otlp-grpc")
