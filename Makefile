@@ -44,6 +44,7 @@ unit: $(VENV)/.test-deps
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_render
+	$(BIN)/python -m benchmarks.bench_cardinality --native
 	$(BIN)/python -m benchmarks.bench_ingest
 	$(BIN)/python -m benchmarks.bench_engine_parse
 	$(BIN)/python -m benchmarks.bench_gpu_sampler
