@@ -12,7 +12,6 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from exporter.metrics import catalog
 from exporter.requests.disagg import Kind
@@ -22,12 +21,9 @@ from exporter.requests.records import OTHER, UNKNOWN, RequestSpan
 RESERVED_LABEL_VALUES = frozenset({UNKNOWN, OTHER})
 
 
-class Exemplar(NamedTuple):
-    """The latest observation in a bucket, with the trace that produced it."""
-
-    trace_id: bytes
-    value: float
-    timestamp_s: float
+# The latest observation in a bucket, with the trace that produced it: (trace id, value, unix seconds). A plain
+# tuple: one is made per histogram observation on the worker's hot path, where a NamedTuple costs ~3x as much.
+Exemplar = tuple[bytes, float, float]
 
 
 class Histogram:
@@ -46,7 +42,7 @@ class Histogram:
         i = bisect_left(self.bounds, value)
         self.counts[i] += 1
         self.sum += value
-        self.exemplars[i] = Exemplar(trace_id, value, timestamp_s)
+        self.exemplars[i] = (trace_id, value, timestamp_s)
 
     @property
     def count(self) -> int:
@@ -63,6 +59,9 @@ class Histogram:
 
 
 THROTTLED_HISTOGRAMS = (catalog.TTFT.name, catalog.TPOT.name)
+# Names looked up once per observation on the worker's hot path.
+_TTFT, _TPOT, _QUEUE, _PREFILL, _DECODE, _E2E = (s.name for s in catalog.LATENCY_HISTOGRAMS)
+_PD_HANDOFF, _PD_DECODE_TTFT = catalog.PD_HANDOFF.name, catalog.PD_DECODE_TTFT.name
 TENANT_CAP = 200  # distinct tenants per model
 MODEL_CAP = 64
 SERIES_MAX = 12_000  # 600 (model, tenant) pairs at ~19 series: 200 tenants x 3 models
@@ -72,13 +71,25 @@ PHASES = ("prefill", "decode")
 @dataclass(slots=True)
 class ModelSeries:
     """Everything observed for one model: every latency histogram at full resolution over all its requests (TTFT
-    and TPOT once per throttled value, which is how they are exposed), and KV token-seconds by phase."""
+    and TPOT only per throttled value, which is how they are exposed: `overall` adds them up), and KV token-seconds
+    by phase."""
 
     histograms: dict[str, Histogram]
     by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     kv_token_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     halves: Counter[tuple[str, str]] = field(default_factory=Counter)  # P/D halves by (side, joined or alone)
     last_seen: float = 0.0
+
+    def overall(self, name: str) -> Histogram:
+        """A histogram over all requests: TTFT and TPOT summed over their throttled values."""
+        if name not in THROTTLED_HISTOGRAMS:
+            return self.histograms[name]
+        parts = [hist for (hist_name, _), hist in self.by_throttle.items() if hist_name == name]
+        out = Histogram(parts[0].bounds if parts else ())
+        for part in parts:
+            out.counts = [a + b for a, b in zip(out.counts, part.counts, strict=True)]
+            out.sum += part.sum
+        return out
 
 
 @dataclass(slots=True)
@@ -150,7 +161,11 @@ class RequestAggregator:
     def _model(self, model: str) -> ModelSeries:
         series = self.models.get(model)
         if series is None:
-            histograms = {s.name: Histogram(self.buckets[s.name]) for s in catalog.MODEL_HISTOGRAMS}
+            histograms = {
+                s.name: Histogram(self.buckets[s.name])
+                for s in catalog.MODEL_HISTOGRAMS
+                if s.name not in THROTTLED_HISTOGRAMS
+            }
             series = self.models[model] = ModelSeries(histograms)
         return series
 
@@ -224,42 +239,48 @@ class RequestAggregator:
         if kind is Kind.PREFILL_ALONE:
             model = self._model(self.model_labels.admit(span.model))
             model.last_seen = now
-            model.histograms[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
-            model.histograms[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
+            model.histograms[_QUEUE].observe(span.queue_s, trace_id, ts)
+            model.histograms[_PREFILL].observe(span.prefill_s, trace_id, ts)
             model.halves[("prefill", "alone")] += 1
             return span.model, tenant
         key = self.labels(span.model, tenant)
         model = self._model(key[0])
-        pair = self._tenant(key)
+        pair = self.series.get(key) or self._tenant(key)
         self.last_seen[key] = model.last_seen = now
         pair.requests += 1
         pair.input_tokens += span.prompt_tokens
         pair.output_tokens += span.completion_tokens
-        for phase, value in span.kv_token_seconds().items():
-            model.kv_token_seconds[phase] += value
-            pair.kv_token_seconds += value
+        kv = model.kv_token_seconds
+        prefill_kv, decode_kv = span.kv_token_seconds().values()
+        kv["prefill"] += prefill_kv
+        kv["decode"] += decode_kv
+        pair.kv_token_seconds += prefill_kv + decode_kv
         h = model.histograms
+        by_throttle = model.by_throttle
         if kind is Kind.DECODE_ALONE:
             model.halves[("decode", "alone")] += 1
-            h[catalog.PD_DECODE_TTFT.name].observe(span.ttft_s, trace_id, ts)
+            h[_PD_DECODE_TTFT].observe(span.ttft_s, trace_id, ts)
         else:
             if kind is Kind.JOINED:
                 model.halves[("prefill", "joined")] += 1
                 model.halves[("decode", "joined")] += 1
                 if handoff_s is not None:
-                    h[catalog.PD_HANDOFF.name].observe(max(0.0, handoff_s), trace_id, ts)
-            h[catalog.TTFT.name].observe(span.ttft_s, trace_id, ts)
-            self._throttle_histogram(model, catalog.TTFT.name, throttled).observe(span.ttft_s, trace_id, ts)
-            pair.ttft.observe(span.ttft_s, trace_id, ts)
-            pair.native_ttft.observe(span.ttft_s)
-            h[catalog.QUEUE.name].observe(span.queue_s, trace_id, ts)
-            h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
-            h[catalog.E2E.name].observe(span.e2e_s, trace_id, ts)
-        h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
+                    h[_PD_HANDOFF].observe(max(0.0, handoff_s), trace_id, ts)
+            ttft = span.ttft_s
+            (by_throttle.get((_TTFT, throttled)) or self._throttle_histogram(model, _TTFT, throttled)).observe(
+                ttft, trace_id, ts
+            )
+            pair.ttft.observe(ttft, trace_id, ts)
+            pair.native_ttft.observe(ttft)
+            h[_QUEUE].observe(span.queue_s, trace_id, ts)
+            h[_PREFILL].observe(span.prefill_s, trace_id, ts)
+            h[_E2E].observe(span.e2e_s, trace_id, ts)
+        h[_DECODE].observe(span.decode_s, trace_id, ts)
         tpot = span.tpot_s
         if tpot is not None:
-            h[catalog.TPOT.name].observe(tpot, trace_id, ts)
-            self._throttle_histogram(model, catalog.TPOT.name, throttled).observe(tpot, trace_id, ts)
+            (by_throttle.get((_TPOT, throttled)) or self._throttle_histogram(model, _TPOT, throttled)).observe(
+                tpot, trace_id, ts
+            )
             pair.tpot.observe(tpot, trace_id, ts)
             pair.native_tpot.observe(tpot)
         return key

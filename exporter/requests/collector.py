@@ -43,7 +43,8 @@ class RequestCollector(Collector):
             if ex is None:
                 buckets.append((edge, total))
             else:
-                buckets.append((edge, total, Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)))
+                trace_id, value, timestamp_s = ex
+                buckets.append((edge, total, Exemplar({TRACE_ID_LABEL: trace_id.hex()}, value, timestamp_s)))
         return buckets
 
     def _classic(self, name: str, hist: Histogram) -> list[ClassicBucket]:
@@ -52,7 +53,7 @@ class RequestCollector(Collector):
         total = 0
         for bound, count, ex in zip((*self._bounds[name], math.inf), hist.counts, hist.exemplars, strict=True):
             total += count
-            exemplar = None if ex is None else Exemplar({TRACE_ID_LABEL: ex.trace_id.hex()}, ex.value, ex.timestamp_s)
+            exemplar = None if ex is None else Exemplar({TRACE_ID_LABEL: ex[0].hex()}, ex[1], ex[2])
             out.append((bound, total, exemplar))
         return out
 

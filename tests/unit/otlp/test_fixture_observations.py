@@ -68,7 +68,7 @@ def test_each_histogram_holds_exactly_the_implied_observations(name: str) -> Non
     pipeline = _pipeline_fed_with(HTTP_CAPTURE)
     [labels] = pipeline.aggregator.series
     assert labels == ("vllm-tiny", "unknown")
-    hist = pipeline.aggregator.models["vllm-tiny"].histograms[name]
+    hist = pipeline.aggregator.models["vllm-tiny"].overall(name)
     assert hist.count == len(values)
     assert math.isclose(hist.sum, math.fsum(values), rel_tol=1e-12)
     bounds = pipeline.aggregator.buckets[name]

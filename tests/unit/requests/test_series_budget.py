@@ -101,7 +101,7 @@ def test_model_histograms_and_phase_totals_outlive_a_forgotten_tenant() -> None:
     aggregator.observe(span("m", 2), "b", now=100.0)
     kv = dict(aggregator.models["m"].kv_token_seconds)
     assert aggregator.expire(now=150.0, idle_s=100.0) == [("m", "a")]
-    assert aggregator.models["m"].histograms[catalog.TTFT.name].count == 2  # per model: nothing goes backwards
+    assert aggregator.models["m"].overall(catalog.TTFT.name).count == 2  # per model: nothing goes backwards
     assert aggregator.models["m"].kv_token_seconds == kv
     assert aggregator.expire(now=250.0, idle_s=100.0) == [("m", "b")]
     assert "m" not in aggregator.models  # the model's slot is free once all its tenants are gone
