@@ -129,33 +129,41 @@ def request_table(window: Window) -> Table:
     table = Table(title=f"requests (last {window.window_s:.0f} s)", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("model", "tenant", "req/s", "out tok/s", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95"):
         table.add_column(name, justify="left" if name in keys else "right")
-    table.add_column("$/Mtok", justify="right")
-    table.add_column("J/tok", justify="right")
+    # Per token of both kinds (what a bill per token counts) and per output token (what the README's
+    # joules-per-output-token query gives): a prompt-heavy tenant differs by several times between the two.
+    for name in ("$/Mtok\nin+out", "$/Mtok\nout", "J/tok\nin+out", "J/tok\nout"):
+        table.add_column(name, justify="right")
     for labels in sorted(set(requests) | set(ttft)):
-        tokens = all_tokens.get(labels, 0.0)
-        per_m = (cost.get(labels, 0.0) / tokens * 1e6) if cost is not None and tokens else None
-        per_tok = (energy.get(labels, 0.0) / tokens) if energy is not None and tokens else None
+        tokens, out = all_tokens.get(labels, 0.0), out_tokens.get(labels, 0.0)
         t, p = ttft.get(labels, [None, None]), tpot.get(labels, [None, None])
         table.add_row(
             labels[0][1],
             labels[1][1],
             _num(requests.get(labels, 0.0) / seconds),
-            _num(out_tokens.get(labels, 0.0) / seconds, "{:.0f}"),
+            _num(out / seconds, "{:.0f}"),
             _ms(t[0]),
             _ms(t[1]),
             _ms(p[0]),
             _ms(p[1]),
-            _num(per_m, "{:.3f}"),
-            _num(per_tok, "{:.2f}"),
+            _num(_per(cost, labels, tokens, 1e6), "{:.3f}"),
+            _num(_per(cost, labels, out, 1e6), "{:.3f}"),
+            _num(_per(energy, labels, tokens), "{:.2f}"),
+            _num(_per(energy, labels, out), "{:.2f}"),
         )
     table.caption = (
         "latencies in ms, interpolated between the per-tenant histogram edges (TTFT "
         + ", ".join(f"{b:g}" for b in catalog.TENANT_TTFT.default_buckets)
         + " s; TPOT "
         + ", ".join(f"{b:g}" for b in catalog.TENANT_TPOT.default_buckets)
-        + " s); '-': not served (yet)"
+        + " s); $ and J charged to the requests over the window, per million (input + output) or output tokens; "
+        "'-': not served (yet)"
     )
     return table
+
+
+def _per(spent: Mapping[Labels, float] | None, labels: Labels, tokens: float, scale: float = 1.0) -> float | None:
+    """What `labels` spent per token (times `scale`), None when nothing is charged or no token came."""
+    return spent.get(labels, 0.0) / tokens * scale if spent is not None and tokens else None
 
 
 def engine_table(window: Window) -> Table:
@@ -221,7 +229,7 @@ def gpu_table(window: Window) -> Table:
             _num(None if labels not in dram else 100 * dram[labels], "{:.0f}%"),
             _num(None if labels not in clock else clock[labels] / 1e6, "{:.0f}"),
             _num(temp.get(labels), "{:.0f}"),
-            Text(", ".join(sorted(reasons.get(labels, []))), style="yellow"),
+            Text(", ".join(sorted(reasons[labels])), style="yellow") if reasons.get(labels) else Text("none"),
         )
     return table
 
