@@ -110,7 +110,8 @@ class Demo:
         self.options = options
         self.out = out
         self.console = Console(file=out, width=150 if not out.isatty() else None, highlight=False)
-        self.scenario = scenario(options.scenario, at=options.scenario_at)
+        self.spec = NodeSpec(rate_scale=options.rate_scale)
+        self.scenario = scenario(options.scenario, at=options.scenario_at, node=self.spec)
         self.prometheus = find_binary(PROMETHEUS) if options.prometheus else None
         self.alertmanager = find_binary(ALERTMANAGER) if self.prometheus else None
         self.settings_in = settings
@@ -150,7 +151,7 @@ class Demo:
         probe = demo_settings(self.settings_in, [])
         check_ports(self._wanted_ports(probe))
         protocol, endpoint = self._otlp_endpoint(probe)
-        spec = NodeSpec(rate_scale=options.rate_scale)
+        spec = self.spec
         node_options = NodeOptions(
             otlp_protocol=protocol,
             otlp_endpoint=endpoint,
