@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -109,7 +110,13 @@ class Demo:
     def __init__(self, settings: Settings, options: DemoOptions, out: TextIO) -> None:
         self.options = options
         self.out = out
-        self.console = Console(file=out, width=150 if not out.isatty() else None, highlight=False)
+        self.live = out.isatty()
+        # Not a terminal (a pipe to tee, a file): plain text 150 wide, no colour or cursor codes even under
+        # FORCE_COLOR, so every frame reads as it is in the log.
+        self.console = Console(
+            file=out, width=None if self.live else 150, force_terminal=None if self.live else False, highlight=False
+        )
+        self.output_closed = False  # the reader of `out` has gone (broken pipe)
         self.spec = NodeSpec(rate_scale=options.rate_scale)
         self.scenario = scenario(options.scenario, at=options.scenario_at, node=self.spec)
         self.prometheus = find_binary(PROMETHEUS) if options.prometheus else None
@@ -187,6 +194,30 @@ class Demo:
                 await self.stack.start(self.prometheus, self.alertmanager)
             except StackError as exc:
                 raise DemoError(str(exc)) from exc
+
+    def write(self, text: str) -> bool:
+        """Write to the output; False once its reader has gone (a `| tee` that Ctrl-C stopped, a `| head` that had
+        enough), after which nothing more is written there."""
+        if self.output_closed:
+            return False
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self.output_closed = True
+            with contextlib.suppress(OSError, ValueError):
+                # What is still buffered for the dead pipe would fail again when the interpreter exits.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+            return False
+        return True
+
+    def show(self, renderable: RenderableType) -> bool:
+        """One frame as plain text (the output is not a terminal); False once the output's reader has gone."""
+        with self.console.capture() as frame:
+            self.console.print(renderable)
+        return self.write(frame.get())
 
     def banner(self) -> str:
         """Where everything is."""
@@ -290,8 +321,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
     code = 0
     try:
         await demo.start()
-        print(demo.banner(), file=out, flush=True)
-        await _run_view(demo, stop)
+        if demo.write(demo.banner() + "\n"):
+            await _run_view(demo, stop)
+        if demo.output_closed:
+            print("demo: the output's reader has gone (broken pipe): stopping", file=sys.stderr, flush=True)
     except DemoError as exc:
         print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
         code = 1
@@ -299,8 +332,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
         stopped = await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if stopped:
-            print(f"demo: stopped {', '.join(stopped)}.", file=out, flush=True)
+        message = f"demo: stopped {', '.join(stopped)}.\n"
+        # Where the view went, unless its reader has gone: then on stderr, so it is not lost with the pipe.
+        if stopped and not demo.write(message):
+            print(message, end="", file=sys.stderr, flush=True)
     return code
 
 
@@ -309,11 +344,14 @@ async def _run_view(demo: Demo, stop: asyncio.Event) -> None:
     window = Window(options.window)
     started = time.monotonic()
     deadline = started + options.duration if options.duration else None
-    # A terminal gets a live view redrawn in place; a pipe or file gets one view printed per interval.
-    live = demo.out.isatty()
+    # A terminal gets a live view redrawn in place; a pipe or file gets one frame per interval, as plain text.
     async with httpx.AsyncClient(timeout=2.0) as client:
         first = await demo.view(client, window, started)
-        with Live(first, console=demo.console, auto_refresh=False) if live else contextlib.nullcontext() as display:
+        if not demo.live and not demo.show(first):
+            return
+        with (
+            Live(first, console=demo.console, auto_refresh=False) if demo.live else contextlib.nullcontext() as display
+        ):
             while not stop.is_set():
                 wait = options.interval if deadline is None else min(options.interval, deadline - time.monotonic())
                 if wait <= 0:
@@ -323,6 +361,5 @@ async def _run_view(demo: Demo, stop: asyncio.Event) -> None:
                 renderable = await demo.view(client, window, started)
                 if display is not None:
                     display.update(renderable, refresh=True)
-                else:
-                    demo.console.print(renderable)
-                    demo.out.flush()
+                elif not demo.show(renderable):
+                    return

@@ -172,7 +172,29 @@ def test_demo_serves_requests_from_the_simulated_node_and_stops_cleanly() -> Non
     for needle in ("TTFT p95", "TPOT p50", "$/Mtok", "KV cache", "acme", "hooli", "llama-3.1-8b-instruct"):
         assert needle in out, needle
     assert "Prometheus not started (--no-prometheus)" in out
-    assert "demo: stopped the exporter, the simulated node (3 vLLM instances, 4 GPUs)." in out
+    # Piped: one plain frame per --interval (1 s over 10 s), no cursor or colour codes, the stop message last.
+    frames = out.count("llm-token-exporter demo | scenario")
+    assert 6 <= frames <= 12, frames
+    assert "\x1b" not in out
+    assert out.splitlines()[-1] == "demo: stopped the exporter, the simulated node (3 vLLM instances, 4 GPUs)."
+
+
+def test_demo_piped_into_a_reader_that_goes_stops_and_says_so_on_stderr() -> None:
+    # `make demo | tee log` and Ctrl-C: tee is gone before the demo has stopped. Here the reader closes the pipe.
+    argv, _ = demo_args("--no-prometheus")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        framed = any("llm-token-exporter demo | scenario" in line for line in proc.stdout)  # up to the first frame
+        proc.stdout.close()
+        code = proc.wait(timeout=40)
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert framed and code == 0, err
+    assert "demo: the output's reader has gone (broken pipe): stopping" in err
+    assert "demo: stopped the exporter, the simulated node (3 vLLM instances, 4 GPUs)." in err
+    assert "Traceback" not in err and "Exception ignored" not in err
 
 
 @pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus not installed (scripts/install-system-deps)")
