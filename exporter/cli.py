@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(2 models on 4 GPUs, 5 tenants; real OTLP spans, real vLLM-format /metrics, an NVML that follows the "
         "load), and Prometheus and Alertmanager on loopback when they are on the PATH. Shows per model and tenant "
         "TTFT/TPOT percentiles, tokens/s, queues, KV cache, GPUs, cost and energy per token, SLO burn rates and "
-        "firing alerts, refreshed every few seconds. Ctrl-C stops everything it started. The exporter's "
+        "firing and pending alerts, refreshed every few seconds. Ctrl-C stops everything it started. The exporter's "
         "settings apply as in serve, except that the demo binds loopback and scrapes vLLM every 2 s unless told "
         "otherwise.",
         formatter_class=_SettingsHelpFormatter,
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
     """The demo's own flags (the exporter's settings follow them)."""
+    from exporter.alerts.timescale import DEMO_TIME_SCALE
     from exporter.sim.scenarios import SCENARIOS
 
     demo.add_argument(
@@ -275,6 +276,16 @@ def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
         help="where the demo's Alertmanager listens. Default: 127.0.0.1:9093.",
     )
     demo.add_argument(
+        "--alerts.time-scale",
+        dest="time_scale",
+        type=_time_scale,
+        default=DEMO_TIME_SCALE,
+        metavar="FACTOR",
+        help="run the demo's alert rules this many times faster than real time: every window, `for:` and "
+        "Alertmanager timer divided by it (the 1h/5m page becomes 1 min/5 s at 60), so alerts fire within minutes "
+        f"of a scenario's change; 1 runs the production rules unchanged. Default: {DEMO_TIME_SCALE:g}.",
+    )
+    demo.add_argument(
         "--sim.metrics-ports",
         dest="sim_ports",
         type=_ports,
@@ -311,6 +322,18 @@ def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
 def _scenario_name(text: str) -> str:
     """A scenario name as typed, hyphens or underscores, any case."""
     return text.strip().lower().replace("-", "_")
+
+
+def _time_scale(text: str) -> float:
+    """A demo time scale: 1 (real time) up to the most the SLI windows allow."""
+    from exporter.alerts.timescale import MAX_TIME_SCALE
+
+    value = float(text)
+    if not 1 <= value <= MAX_TIME_SCALE:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 (real time) .. {MAX_TIME_SCALE:g} (the 5m window at least 2 s), got {text}"
+        )
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -470,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 protocol=args.protocol,
                 export_delay=args.export_delay,
                 rate_scale=args.rate_scale,
+                time_scale=args.time_scale,
             )
             return asyncio.run(run_demo(settings, options))
     except StartupError as exc:

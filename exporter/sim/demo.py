@@ -27,10 +27,18 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
 
+from exporter.alerts.timescale import DEMO_TIME_SCALE, scale_duration
 from exporter.service.app import Exporter, StartupError
 from exporter.service.settings import Settings, parse_address
 from exporter.sim.node import NodeOptions, NodeStartError, SimNode
-from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, PromStack, StackError, find_binary
+from exporter.sim.promstack import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    PromStack,
+    StackError,
+    find_binary,
+    scrape_interval_for,
+)
 from exporter.sim.scenarios import scenario
 from exporter.sim.spec import NodeSpec
 from exporter.sim.view import Scrape, SloStatus, Window, render
@@ -68,6 +76,7 @@ class DemoOptions:
     protocol: str = "grpc"  # how the simulated vLLM sends spans: grpc or http
     export_delay: float = 2.0  # the simulated BatchSpanProcessor's schedule delay
     rate_scale: float = 1.0
+    time_scale: float = DEMO_TIME_SCALE  # the alert rules run this many times faster than real time
 
 
 def demo_settings(settings: Settings, instances: list[InstanceConfig]) -> Settings:
@@ -188,7 +197,8 @@ class Demo:
                 _local(settings.web_listen_address),
                 options.prometheus_address,
                 options.alertmanager_address,
-                scrape_interval_s=5.0,
+                scrape_interval_s=scrape_interval_for(options.time_scale),
+                time_scale=options.time_scale,
             )
             try:
                 await self.stack.start(self.prometheus, self.alertmanager)
@@ -257,10 +267,15 @@ class Demo:
         url = f"http://{_local(self.exporter.settings.web_listen_address)}/metrics"
         with contextlib.suppress(httpx.HTTPError):
             window.add(Scrape.parse((await client.get(url)).text, time.time()))
+        elapsed = time.monotonic() - started
         status = SloStatus()
         if self.stack is not None:
-            burn, firing = await self.stack.status(client)
-            status = SloStatus(burn, firing)
+            answer = await self.stack.status(client)
+            note = alerting_note(self.options.time_scale, elapsed)
+            if answer is None:
+                status = SloStatus(note=note, time_scale=self.options.time_scale)
+            else:
+                status = SloStatus(answer.burn_rates, answer.alerts, note, self.options.time_scale)
         truth = self.node.ledger.outcomes
         sent = self.node.sender_stats()
         footer = [
@@ -268,7 +283,6 @@ class Demo:
             f"scenario, {truth['aborted']} aborted; span exports: {sent.exported} spans delivered, "
             f"{sent.failed} failed, {sent.dropped} dropped",
         ]
-        elapsed = time.monotonic() - started
         header = f"llm-token-exporter demo | scenario {self.scenario.name} | {elapsed:.0f} s | metrics {url}" + (
             f" | Prometheus {self.stack.url('prometheus')}" if self.stack else ""
         )
@@ -288,6 +302,23 @@ class Demo:
             stopped.append("the exporter")
         stopped += [s for s in self.started if s != "exporter"]
         return stopped
+
+
+def alerting_note(time_scale: float, elapsed: float) -> str:
+    """What the demo's alerting does differently from production's, for the view."""
+    if time_scale != 1:
+        windows = ", ".join(f"{w} = {scale_duration(w, time_scale)}" for w in ("5m", "1h", "6h", "3d"))
+        return (
+            f"alert rules run {time_scale:g}x faster than real time (demo only; --alerts.time-scale 1 runs them "
+            f"as in production): {windows}, a `for: 10m` {scale_duration('10m', time_scale)}. Prometheus started with "
+            "the demo, so a window longer than the run holds only the run: tickets can fire with or before the pages "
+            "(Alertmanager mutes a ticket while the page of its SLO and model fires)."
+        )
+    return (
+        f"alert rules in real time: Prometheus holds only the last {elapsed / 60:.0f} min, so the 1h .. 3d windows "
+        "all hold the same minutes: the 3d ticket (1x) fires before the pages (14.4x, 6x) ever can, and cause "
+        "alerts stay pending for their `for:` of 5-15 min. --alerts.time-scale 60 runs the rules 60x faster."
+    )
 
 
 def _route_logs(settings: Settings, console: Console) -> None:

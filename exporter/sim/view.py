@@ -12,6 +12,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 from rich import box
@@ -19,8 +20,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from exporter.alerts.timescale import scale_duration
 from exporter.metrics import catalog
 from exporter.sim.quantiles import histogram_quantile
+
+if TYPE_CHECKING:  # only the type: the load generator imports this module and needs none of the alerting
+    from exporter.sim.promstack import AlertState
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -236,30 +241,41 @@ def gpu_table(window: Window) -> Table:
 
 @dataclass(frozen=True)
 class SloStatus:
-    """What Prometheus says: burn rates by "slo model" and window, and firing alerts; None when it is not running."""
+    """What Prometheus says: burn rates by "slo model" and window, and the firing and pending alerts (None when it
+    is not running); `note` says how the demo's alerting differs from production's."""
 
     burn_rates: Mapping[str, Mapping[str, float]] | None = None
-    firing: Sequence[str] | None = None
+    alerts: Sequence[AlertState] | None = None
+    note: str = ""
+    time_scale: float = 1.0  # the rules' windows are their names divided by this
 
 
 BURN_WINDOWS = ("5m", "1h", "6h")
 
 
 def slo_table(status: SloStatus) -> Table:
-    """SLO burn rates (1 spends the error budget exactly over the SLO period) and firing alerts, '-' when there is
-    no Prometheus or no rules yet."""
+    """SLO burn rates (1 spends the error budget exactly over the SLO period), firing alerts and pending ones with
+    the time left of their `for:`, '-' when there is no Prometheus or no rules yet."""
     table = Table(title="SLO burn rates and alerts", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("slo, model")
     for window in BURN_WINDOWS:
-        table.add_column(f"burn {window}", justify="right")
+        scaled = "" if status.time_scale == 1 else f" ({scale_duration(window, status.time_scale)})"
+        table.add_column(f"burn {window}{scaled}", justify="right")
     rates = status.burn_rates or {}
     for key in sorted(rates):
         row = [_num(rates[key].get(w), "{:.2f}") for w in BURN_WINDOWS]
         table.add_row(key, *[Text(v, style="bold red" if v != "-" and float(v) >= 1 else "") for v in row])
     if not rates:
         table.add_row("-", *["-"] * len(BURN_WINDOWS))
-    firing = "-" if status.firing is None else (", ".join(status.firing) or "none")
-    table.caption = f"firing alerts: {firing}"
+    if status.alerts is None:
+        alerts = ["firing and pending alerts: - (no Prometheus, or it does not answer)"]
+    else:
+        firing = ", ".join(a.name for a in status.alerts if a.firing) or "none"
+        waiting = [a for a in status.alerts if not a.firing]
+        pending = ", ".join(f"{a.name} (fires in {a.fires_in:.0f} s if it holds)" for a in waiting) or "none"
+        alerts = [f"firing alerts: {firing}", f"pending alerts: {pending}"]
+    table.caption = "\n".join([*alerts, *filter(None, [status.note])])
+    table.caption_justify = "left"
     return table
 
 

@@ -228,6 +228,9 @@ def test_demo_with_prometheus_is_scraped_and_ctrl_c_stops_every_process() -> Non
     )
     assert not any(alive(pid) for pid in pids)
     assert f"Prometheus http://127.0.0.1:{prom}" in out
+    flat = " ".join(out.split())
+    assert "pending alerts:" in flat and "firing alerts:" in flat
+    assert "alert rules run 60x faster than real time" in flat and "burn 1h (1m)" in flat
 
 
 def test_demo_refuses_busy_ports_and_bad_flags() -> None:
@@ -247,6 +250,7 @@ def test_demo_refuses_busy_ports_and_bad_flags() -> None:
         (["--scenario", "spikes"], "did you mean 'spike'?"),
         (["--duration", "-1"], "must be >= 0"),
         (["--sim.metrics-ports", "1,x"], "expected PORT,PORT"),
+        (["--alerts.time-scale", "500"], "must be 1 (real time) .. 150"),
     ):
         result = run_cli("demo", *bad)
         assert result.returncode == 2 and message in result.stderr, (bad, result.stderr)

@@ -1,4 +1,4 @@
-"""The demo's view: which tokens a price or energy is per, an empty cell that says so."""
+"""The demo's view: which tokens a price or energy is per, an empty cell that says so, alerts pending and firing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from exporter.metrics import catalog
-from exporter.sim.view import Labels, Scrape, Window, gpu_table, request_table
+from exporter.sim.demo import alerting_note
+from exporter.sim.promstack import AlertState
+from exporter.sim.view import Labels, Scrape, SloStatus, Window, gpu_table, request_table, slo_table
 
 
 def text(table: Table) -> str:
@@ -52,3 +54,27 @@ def test_a_gpu_with_no_clock_event_says_none() -> None:
     window.add(Scrape(0.0, {catalog.GPU_UP.name: {gpu: 1.0}, catalog.GPU_CLOCK_EVENT_REASON.name: reasons}))
     row = next(r for r in text(gpu_table(window)).splitlines() if r.strip().startswith("0 "))
     assert row.split()[-1] == "none"  # idle alone is not a slowdown
+
+
+def test_pending_alerts_are_shown_with_the_time_left_of_their_for_beside_the_firing_ones() -> None:
+    status = SloStatus(
+        {"ttft m": {"5m": 20.0, "1h": 16.0, "6h": 3.0}},
+        [AlertState("LLMTtftBudgetBurn1h m", True), AlertState("LLMEngineKVCacheFullPreempting vllm-m-0", False, 7.2)],
+        "rules compressed",
+        60.0,
+    )
+    out = " ".join(text(slo_table(status)).split())  # the caption wraps at the table's width
+    assert "firing alerts: LLMTtftBudgetBurn1h m" in out
+    assert "pending alerts: LLMEngineKVCacheFullPreempting vllm-m-0 (fires in 7 s if it holds)" in out
+    assert "rules compressed" in out
+    assert "burn 5m (5s)" in out and "burn 1h (1m)" in out  # the windows the compressed rules really use
+    quiet = " ".join(text(slo_table(SloStatus({}, [], ""))).split())
+    assert "firing alerts: none" in quiet and "pending alerts: none" in quiet and "burn 5m burn 1h" in quiet
+    assert "no Prometheus" in text(slo_table(SloStatus()))
+
+
+def test_the_view_says_how_the_demos_alerting_differs_from_production() -> None:
+    compressed = alerting_note(60.0, 120.0)
+    assert "60x faster than real time" in compressed and "1h = 1m" in compressed and "`for: 10m` 10s" in compressed
+    real = alerting_note(1.0, 300.0)
+    assert "real time" in real and "last 5 min" in real and "3d ticket" in real and "--alerts.time-scale 60" in real
