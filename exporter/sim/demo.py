@@ -354,7 +354,7 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
         await demo.start()
         if demo.write(demo.banner() + "\n"):
             await _run_view(demo, stop)
-        if demo.output_closed:
+        if demo.output_closed and not stop.is_set():
             print("demo: the output's reader has gone (broken pipe): stopping", file=sys.stderr, flush=True)
     except DemoError as exc:
         print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
@@ -389,6 +389,8 @@ async def _run_view(demo: Demo, stop: asyncio.Event) -> None:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
+                if stop.is_set():
+                    break
                 renderable = await demo.view(client, window, started)
                 if display is not None:
                     display.update(renderable, refresh=True)

@@ -242,8 +242,8 @@ class PromStack:
         return PromStatus(burn, alert_states(rules, time.time()))
 
 
-# What an alert is about, after its name: the first of these labels it has.
-SUBJECT_LABELS = ("model", "vllm_instance", "gpu", "index", "reason")
+# What an alert is about, after its name: the first of these labels it has (the instance before its model).
+SUBJECT_LABELS = ("vllm_instance", "model", "gpu", "index", "reason")
 
 
 def alert_states(rules: dict[str, Any], now: float) -> list[AlertState]:
