@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
+import shutil
 import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from exporter import __version__
 from exporter.alerts import cli as alerts_cli
 from exporter.dashboards import cli as dashboards_cli
-from exporter.service.settings import ConfigError, Settings, env_of, flag_of, load_settings
+from exporter.service.settings import (
+    HELP_GROUPS,
+    ConfigError,
+    Settings,
+    closest_setting,
+    env_of,
+    flag_of,
+    group_of,
+    load_settings,
+    metavar_of,
+)
 
 DESCRIPTION = """\
 Per-node Prometheus exporter for vLLM. Receives vLLM's per-request OpenTelemetry spans (OTLP gRPC and HTTP),
@@ -36,26 +50,139 @@ Point vLLM at it:  --otlp-traces-endpoint http://EXPORTER:4317  (gRPC, vLLM's de
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors that come first and suggest the flag, value or command that was probably meant."""
+
+    def error(self, message: str) -> NoReturn:
+        """The problem first, then the short usage: under a long usage the message would scroll out of sight."""
+        self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}See '{self.prog} --help'.\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but an unknown flag is reported by the command it was given to, with a suggestion."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._command_parser(getattr(parsed, "command", None))
+            parser.error(_unrecognized(parser, extras))
+        return parsed
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                parser: argparse.ArgumentParser = action.choices[command]
+                return parser
+        return self
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices or ()], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(action, exc.message + hint) from None
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's message for arguments nobody took, with the flag each unknown one most likely meant."""
+    lines = [f"unrecognized arguments: {' '.join(extras)}"]
+    for arg in extras:
+        if arg.startswith("--"):
+            meant = _closest_flag(parser, arg.partition("=")[0])
+            if meant:
+                lines.append(f"  {arg.partition('=')[0]}: did you mean {meant}?")
+    return "\n".join(lines)
+
+
+def _closest_flag(parser: argparse.ArgumentParser, option: str) -> str | None:
+    """The parser's flag closest to `option`: by spelling, else the setting it names in another form (a field
+    name, an env var, the words in another order)."""
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    close = difflib.get_close_matches(option, flags, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    name = closest_setting(option)
+    return flag_of(name) if name is not None and flag_of(name) in flags else None
+
+
+class _SettingsHelpFormatter(argparse.HelpFormatter):
+    """Help under each flag, indented; text wrapped between words only, a long `Default:` kept on one line (a bucket
+    list is read whole), and `Env` split from its YAML key only when the pair does not fit."""
+
+    def __init__(self, prog: str) -> None:
+        width = min(shutil.get_terminal_size().columns, 120) - 2
+        super().__init__(prog, max_help_position=6, width=width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+        return "\n\n".join(textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent) for p in paragraphs)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines: list[str] = []
+        for paragraph in text.splitlines():
+            if paragraph.startswith("Default: "):
+                lines.append(paragraph)
+            elif paragraph.startswith("Env ") and len(paragraph) > width:
+                lines += paragraph.split("; ")
+            else:
+                glued = paragraph.replace("Default: ", "Default:" + _GLUE)
+                wrapped = textwrap.wrap(glued, width, break_long_words=False, break_on_hyphens=False)
+                lines += [line.replace(_GLUE, " ") for line in wrapped]
+        return lines
+
+
+# Joins "Default:" to its value so that wrapping cannot part them; printed as a space. textwrap breaks at ASCII
+# whitespace only, and a non-breaking space could not be printed in every locale.
+_GLUE = "\x00"
+
+
+def _shown(value: Any) -> str:
+    """A default as it is typed on the command line ('' for none)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_shown(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _setting_help(name: str) -> str:
+    """A setting's help: its description with a short default, then a long default and its env var and YAML key,
+    each on a line of its own."""
+    info = Settings.model_fields[name]
+    text, lines = str(info.description), []
+    default = _shown(info.get_default(call_default_factory=True))
+    if default and len(default) <= 24:
+        text += f" Default: {default}."
+    elif default:
+        lines.append(f"Default: {default}")
+    lines.append(f"Env {env_of(name)}; YAML key {name}.")
+    return "\n".join([text, *lines]).replace("%", "%%")  # argparse %-formats help
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (each also an env var and a YAML key)")
-    group.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as below).")
-    for name, info in Settings.model_fields.items():
-        default = info.get_default(call_default_factory=True)
-        shown = ",".join(str(v) for v in default) if isinstance(default, list) else default
-        if isinstance(default, dict):
-            shown = ",".join(f"{k}={v}" for k, v in default.items()) or "none"
-        group.add_argument(
-            flag_of(name),
-            dest=name,
-            default=None,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{info.description} Default: {shown!s}. Env {env_of(name)}; YAML key {name}.",
+    """Every setting as a flag, in the groups of HELP_GROUPS; --config first."""
+    config = parser.add_argument_group("configuration file")
+    config.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML file of settings (the keys below; flags and env vars win).",
+    )
+    groups = {key: parser.add_argument_group(title) for key, title in HELP_GROUPS.items()}
+    for name in Settings.model_fields:
+        group = group_of(name)
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        groups[group].add_argument(
+            flag_of(name), dest=name, default=None, metavar=metavar_of(name), help=_setting_help(name)
         )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llm-token-exporter",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -67,67 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the exporter",
         description="Run the exporter until SIGTERM or Ctrl-C. " + DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [--config FILE] [--SETTING VALUE ...]",
+        formatter_class=_SettingsHelpFormatter,
     )
     _add_setting_flags(serve)
     demo = sub.add_parser(
         "demo",
         help="run the exporter beside a simulated GPU node, with a live view",
+        usage="%(prog)s [--scenario NAME] [--duration SECONDS] [--DEMO-FLAG VALUE ...] [--SETTING VALUE ...]",
         description="Start the exporter on its usual ports (loopback) beside a simulated GPU node serving vLLM "
         "(2 models on 4 GPUs, 5 tenants; real OTLP spans, real vLLM-format /metrics, an NVML that follows the "
         "load), and Prometheus and Alertmanager on loopback when they are on the PATH. Shows per model and tenant "
         "TTFT/TPOT percentiles, tokens/s, queues, KV cache, GPUs, cost and energy per token, SLO burn rates and "
-        "firing alerts, refreshed every few seconds. Ctrl-C stops everything it started.",
+        "firing and pending alerts, refreshed every few seconds. Ctrl-C stops everything it started. The exporter's "
+        "settings apply as in serve, except that the demo binds loopback and scrapes vLLM every 2 s unless told "
+        "otherwise.",
+        formatter_class=_SettingsHelpFormatter,
     )
-    from exporter.sim.scenarios import SCENARIOS
-
-    demo.add_argument(
-        "--scenario", choices=SCENARIOS, default="steady", help="what happens on the node (default steady)"
-    )
-    demo.add_argument(
-        "--scenario-at",
-        dest="scenario_at",
-        type=_non_negative,
-        default=60.0,
-        metavar="SECONDS",
-        help="when the scenario's change happens, seconds after the start (default 60)",
-    )
-    demo.add_argument("--duration", type=_non_negative, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed of the simulation (default 1)")
-    demo.add_argument("--interval", type=_positive, default=2.0, help="seconds between view refreshes (default 2)")
-    demo.add_argument("--window", type=_positive, default=30.0, help="seconds the rates and percentiles cover")
-    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus and Alertmanager")
-    demo.add_argument(
-        "--prometheus.listen-address",
-        dest="prometheus_address",
-        default="127.0.0.1:9090",
-        help="where the demo's Prometheus listens (default 127.0.0.1:9090)",
-    )
-    demo.add_argument(
-        "--alertmanager.listen-address",
-        dest="alertmanager_address",
-        default="127.0.0.1:9093",
-        help="where the demo's Alertmanager listens (default 127.0.0.1:9093)",
-    )
-    demo.add_argument(
-        "--sim.metrics-ports",
-        dest="sim_ports",
-        type=_ports,
-        default=(),
-        metavar="PORT,...",
-        help="ports of the simulated vLLM servers' /metrics (default: free ports)",
-    )
-    demo.add_argument(
-        "--sim.protocol", dest="protocol", choices=("grpc", "http"), default="grpc", help="OTLP protocol of the node"
-    )
-    demo.add_argument(
-        "--sim.export-delay-seconds",
-        dest="export_delay",
-        type=_positive,
-        default=2.0,
-        help="the simulated vLLM's span batch delay (vLLM's default is 5)",
-    )
-    demo.add_argument("--sim.rate-scale", dest="rate_scale", type=_positive, default=1.0, help="multiply every rate")
+    _add_demo_flags(demo.add_argument_group("demo"))
     _add_setting_flags(demo)
     alerts = sub.add_parser("alerts", help="generate alert rules from an SLO spec", description=alerts_cli.DESCRIPTION)
     alerts_cli.add_arguments(alerts)
@@ -135,6 +219,121 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards_cli.add_arguments(dashboards)
     _add_loadgen(sub)
     return parser
+
+
+def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
+    """The demo's own flags (the exporter's settings follow them)."""
+    from exporter.alerts.timescale import DEMO_TIME_SCALE
+    from exporter.sim.scenarios import SCENARIOS
+
+    demo.add_argument(
+        "--scenario",
+        type=_scenario_name,
+        choices=SCENARIOS,
+        default="steady",
+        metavar="NAME",
+        help=f"what happens on the node: {', '.join(SCENARIOS)}. Default: steady.",
+    )
+    demo.add_argument(
+        "--scenario-at",
+        dest="scenario_at",
+        type=_non_negative,
+        default=60.0,
+        metavar="SECONDS",
+        help="when the scenario's change happens, seconds after the start. Default: 60.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this many seconds. Default: 0 (until Ctrl-C).",
+    )
+    demo.add_argument("--seed", type=int, default=1, metavar="N", help="random seed of the simulation. Default: 1.")
+    demo.add_argument(
+        "--interval", type=_positive, default=2.0, metavar="SECONDS", help="seconds between views. Default: 2."
+    )
+    demo.add_argument(
+        "--window",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds the view's rates and percentiles cover. Default: 30.",
+    )
+    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus and Alertmanager.")
+    demo.add_argument(
+        "--prometheus.listen-address",
+        dest="prometheus_address",
+        default="127.0.0.1:9090",
+        metavar="HOST:PORT",
+        help="where the demo's Prometheus listens. Default: 127.0.0.1:9090.",
+    )
+    demo.add_argument(
+        "--alertmanager.listen-address",
+        dest="alertmanager_address",
+        default="127.0.0.1:9093",
+        metavar="HOST:PORT",
+        help="where the demo's Alertmanager listens. Default: 127.0.0.1:9093.",
+    )
+    demo.add_argument(
+        "--alerts.time-scale",
+        dest="time_scale",
+        type=_time_scale,
+        default=DEMO_TIME_SCALE,
+        metavar="FACTOR",
+        help="run the demo's alert rules this many times faster than real time: every window, `for:` and "
+        "Alertmanager timer divided by it (the 1h/5m page becomes 1 min/5 s at 60), so alerts fire within minutes "
+        f"of a scenario's change; 1 runs the production rules unchanged. Default: {DEMO_TIME_SCALE:g}.",
+    )
+    demo.add_argument(
+        "--sim.metrics-ports",
+        dest="sim_ports",
+        type=_ports,
+        default=(),
+        metavar="PORT,...",
+        help="ports of the simulated vLLM servers' /metrics. Default: free ports.",
+    )
+    demo.add_argument(
+        "--sim.protocol",
+        dest="protocol",
+        choices=("grpc", "http"),
+        default="grpc",
+        metavar="grpc|http",
+        help="OTLP protocol of the node. Default: grpc.",
+    )
+    demo.add_argument(
+        "--sim.export-delay-seconds",
+        dest="export_delay",
+        type=_positive,
+        default=2.0,
+        metavar="SECONDS",
+        help="the simulated vLLM's span batch delay (vLLM's default is 5). Default: 2.",
+    )
+    demo.add_argument(
+        "--sim.rate-scale",
+        dest="rate_scale",
+        type=_positive,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply every tenant's request rate. Default: 1.",
+    )
+
+
+def _scenario_name(text: str) -> str:
+    """A scenario name as typed, hyphens or underscores, any case."""
+    return text.strip().lower().replace("-", "_")
+
+
+def _time_scale(text: str) -> float:
+    """A demo time scale: 1 (real time) up to the most the SLI windows allow."""
+    from exporter.alerts.timescale import MAX_TIME_SCALE
+
+    value = float(text)
+    if not 1 <= value <= MAX_TIME_SCALE:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 (real time) .. {MAX_TIME_SCALE:g} (the 5m window at least 2 s), got {text}"
+        )
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -294,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 protocol=args.protocol,
                 export_delay=args.export_delay,
                 rate_scale=args.rate_scale,
+                time_scale=args.time_scale,
             )
             return asyncio.run(run_demo(settings, options))
     except StartupError as exc:

@@ -9,10 +9,20 @@ from pathlib import Path
 import pytest
 
 from exporter.service.settings import ENV_PREFIX
+from tests.support.harness_env import renamed_in
 
 # tests/integration: the exporter over real sockets or as a process (and a real vLLM server);
 # tests/e2e: with a real Prometheus and Alertmanager, or a stress run. `make unit` leaves both out.
 TIER_OF_FOLDER = {"integration": "integration", "e2e": "e2e"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop at once on a harness variable's old name: under the exporter's prefix, every exporter would refuse it."""
+    renamed = renamed_in(dict(os.environ))
+    if renamed:
+        raise pytest.UsageError(
+            "; ".join(renamed) + f" (the exporter refuses unknown {ENV_PREFIX}* variables): rename it and run again"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

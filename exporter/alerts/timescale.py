@@ -21,6 +21,9 @@ from exporter.alerts.windows import format_duration, parse_duration, sli_windows
 
 MIN_SCALED_WINDOW_S = 2.0
 MAX_TIME_SCALE = min(sli_windows()) / MIN_SCALED_WINDOW_S  # 150: the 5m window becomes 2 s
+# The demo's default: the 1h/5m page becomes 1 min/5 s and a `for: 10m` 10 s, so a scenario's alerts fire within
+# minutes of its change; the 5 s window still holds five of the demo's 1 s scrapes.
+DEMO_TIME_SCALE = 60.0
 
 _DUR = r"(?:[0-9]+[wdhms])+"
 _RANGE = re.compile(rf"\[({_DUR})(?::({_DUR})?)?\]")  # [5m], subqueries [1h:1m] and [1h:]

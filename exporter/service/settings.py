@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import math
@@ -37,15 +38,35 @@ class ConfigError(Exception):
     """Invalid settings; the message names every problem."""
 
 
-def _flag(name: str) -> dict[str, Any]:
-    return {"flag": name}
+# The groups `serve --help` lists the settings in, in this order: {key: title}. Each field names its group in `_flag`.
+HELP_GROUPS = {
+    "receivers": "receivers: listen addresses, OTLP bodies, model and tenant labels",
+    "limits": "limits: overload, memory, label caps, the series budget",
+    "histograms": "latency histograms: bucket edges, SLO thresholds",
+    "engine": "engine: scraping each vLLM server's own /metrics",
+    "topology": "topology: which vLLM instances and GPUs are on this node",
+    "gpu": "GPUs: NVML sampling",
+    "attribution": "attribution and pricing: GPU time, energy and dollars; enriched spans",
+    "security": "TLS and authentication",
+    "logging": "logging",
+}
+OTHER_GROUP = "other settings"  # a field without a group (tests/unit/service/test_settings.py refuses that)
+
+
+def _flag(name: str, group: str = "", metavar: str = "") -> dict[str, Any]:
+    """Help metadata of a field: its flag (without --), its group in HELP_GROUPS, and a metavar when the one
+    `metavar_of` derives from the name and type would not say what goes there."""
+    extra: dict[str, Any] = {"flag": name, "group": group}
+    if metavar:
+        extra["metavar"] = metavar
+    return extra
 
 
 def _buckets(spec: catalog.MetricSpec, flag: str) -> Any:
     return Field(
         default=list(spec.default_buckets),
         description=f"Bucket upper bounds (seconds, increasing) of {spec.name}.",
-        json_schema_extra=_flag(f"buckets.{flag}"),
+        json_schema_extra=_flag(f"buckets.{flag}", "histograms", "SECONDS,..."),
     )
 
 
@@ -78,82 +99,82 @@ class Settings(BaseSettings):
     web_listen_address: str = Field(
         "0.0.0.0:9842",
         description="HOST:PORT serving /metrics, /healthz and /readyz.",
-        json_schema_extra=_flag("web.listen-address"),
+        json_schema_extra=_flag("web.listen-address", "receivers"),
     )
     otlp_grpc_listen_address: str = Field(
         "0.0.0.0:4317",
         description="HOST:PORT of the OTLP/gRPC trace receiver; empty to disable it.",
-        json_schema_extra=_flag("otlp.grpc.listen-address"),
+        json_schema_extra=_flag("otlp.grpc.listen-address", "receivers"),
     )
     otlp_http_listen_address: str = Field(
         "0.0.0.0:4318",
         description="HOST:PORT of the OTLP/HTTP trace receiver (POST /v1/traces); empty to disable it.",
-        json_schema_extra=_flag("otlp.http.listen-address"),
+        json_schema_extra=_flag("otlp.http.listen-address", "receivers"),
     )
     otlp_max_body_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
         description="Largest OTLP export request accepted, after decompression (bytes); larger gets 413.",
-        json_schema_extra=_flag("otlp.max-body-bytes"),
+        json_schema_extra=_flag("otlp.max-body-bytes", "receivers"),
     )
     otlp_max_span_attributes: int = Field(
         DecodeRules.max_attributes,
         ge=16,
         description="An llm_request span with more attributes than this is rejected.",
-        json_schema_extra=_flag("otlp.max-span-attributes"),
+        json_schema_extra=_flag("otlp.max-span-attributes", "receivers"),
     )
     otlp_max_concurrent_exports: int = Field(
         admission.MAX_CONCURRENT,
         ge=1,
         description="OTLP exports waiting to be decoded at most (HTTP and gRPC together); more are refused at "
         "once with a retryable status (HTTP 503 + Retry-After, gRPC UNAVAILABLE).",
-        json_schema_extra=_flag("otlp.max-concurrent-exports"),
+        json_schema_extra=_flag("otlp.max-concurrent-exports", "limits"),
     )
     otlp_max_wait_seconds: float = Field(
         admission.MAX_WAIT_S,
         gt=0,
         description="An export is refused (retryable) when those already waiting would take longer than this to "
         "decode, judged from recent decode times: under a flood, answers stay fast and the excess is refused.",
-        json_schema_extra=_flag("otlp.max-wait-seconds"),
+        json_schema_extra=_flag("otlp.max-wait-seconds", "limits"),
     )
     memory_limit_bytes: int = Field(
         0,
         ge=0,
         description="Memory ceiling (bytes): at 90 percent of it exports are refused (retryable) while spans are "
         "queued. 0: the container's cgroup memory limit, or none outside a container.",
-        json_schema_extra=_flag("memory.limit-bytes"),
+        json_schema_extra=_flag("memory.limit-bytes", "limits"),
     )
     queue_capacity_spans: int = Field(
         PipelineOptions.queue_capacity_spans,
         ge=512,
         description="Request spans the processing queue holds; past it batches are dropped and counted.",
-        json_schema_extra=_flag("queue.capacity-spans"),
+        json_schema_extra=_flag("queue.capacity-spans", "limits"),
     )
     series_idle_seconds: float = Field(
         PipelineOptions.series_idle_s,
         ge=10,
         description="A (model, tenant) whose requests stop is forgotten after this long: its series go and its "
         "slot under model.cap and tenant.cap is free again (departed models and tenants do not pile up).",
-        json_schema_extra=_flag("series.idle-seconds"),
+        json_schema_extra=_flag("series.idle-seconds", "limits"),
     )
     engine_forget_after_seconds: float = Field(
         scraper.FORGET_AFTER_S,
         ge=0,
         description="An engine instance that left the topology is shown down this long, then its series go "
         "(a restarting server stays one instance meanwhile).",
-        json_schema_extra=_flag("engine.forget-after-seconds"),
+        json_schema_extra=_flag("engine.forget-after-seconds", "engine"),
     )
     dedup_capacity_spans: int = Field(
         PipelineOptions.dedup_capacity,
         ge=0,
         description="How many recent span identities are remembered to count a re-delivered span once.",
-        json_schema_extra=_flag("dedup.capacity-spans"),
+        json_schema_extra=_flag("dedup.capacity-spans", "receivers"),
     )
     model_attribute: str = Field(
         DecodeRules.model_attribute,
         min_length=1,
         description="Resource attribute of the sender that names the model (vLLM: OTEL_SERVICE_NAME).",
-        json_schema_extra=_flag("model.attribute"),
+        json_schema_extra=_flag("model.attribute", "receivers", metavar="ATTRIBUTE"),
     )
     pd_join_window_seconds: float = Field(
         PipelineOptions.pd_join_window_s,
@@ -174,32 +195,32 @@ class Settings(BaseSettings):
     model_map: StrMap = Field(
         default_factory=dict,
         description="Map from that attribute's value to a model label: 'value=model,...' or a JSON object.",
-        json_schema_extra=_flag("model.map"),
+        json_schema_extra=_flag("model.map", "receivers", metavar="VALUE=MODEL,..."),
     )
     model_cap: int = Field(
         PipelineOptions.model_cap,
         ge=1,
         description="Distinct model label values; past it new ones become 'other'.",
-        json_schema_extra=_flag("model.cap"),
+        json_schema_extra=_flag("model.cap", "limits"),
     )
     tenant_attribute_keys: StrList = Field(
         default_factory=lambda: list(DecodeRules.tenant_keys),
         description="Attribute keys that carry the tenant, looked up on the span, its resource, then the "
         "caller's span in the same trace: comma-separated or a JSON list.",
-        json_schema_extra=_flag("tenant.attribute-keys"),
+        json_schema_extra=_flag("tenant.attribute-keys", "receivers", metavar="KEY,..."),
     )
     tenant_join_window_seconds: float = Field(
         PipelineOptions.tenant_join_window_s,
         ge=0.0,
         le=600.0,
         description="How long a request span waits for its caller's span to learn its tenant (0: no wait).",
-        json_schema_extra=_flag("tenant.join-window-seconds"),
+        json_schema_extra=_flag("tenant.join-window-seconds", "receivers"),
     )
     tenant_cap: int = Field(
         PipelineOptions.tenant_cap,
         ge=1,
         description="Distinct tenant label values per model; past it new ones become 'other'.",
-        json_schema_extra=_flag("tenant.cap"),
+        json_schema_extra=_flag("tenant.cap", "limits"),
     )
     buckets_ttft: FloatList = _buckets(catalog.TTFT, "ttft")
     buckets_tpot: FloatList = _buckets(catalog.TPOT, "tpot")
@@ -215,7 +236,7 @@ class Settings(BaseSettings):
         "queue, prefill, decode, e2e), added to that metric's bucket edges per model and per tenant so the SLO "
         "rules can count good requests: a JSON object of lists. The Helm chart fills it from the SLO spec the "
         "rules are generated from.",
-        json_schema_extra=_flag("slo.latency-thresholds"),
+        json_schema_extra=_flag("slo.latency-thresholds", "histograms", metavar="JSON"),
     )
     series_max: int = Field(
         PipelineOptions.series_max,
@@ -224,27 +245,27 @@ class Settings(BaseSettings):
         "buckets): a new pair that would pass it is counted under tenant 'other' (and in "
         'llm_exporter_label_overflow_total{reason="series_max"}), never dropped. The default fits 200 tenants '
         "x 3 models.",
-        json_schema_extra=_flag("series.max"),
+        json_schema_extra=_flag("series.max", "limits"),
     )
     engine_scrape_interval_seconds: float = Field(
         scraper.INTERVAL_S,
         gt=0,
         le=300,
         description="How often each vLLM server's /metrics is scraped.",
-        json_schema_extra=_flag("engine.scrape-interval-seconds"),
+        json_schema_extra=_flag("engine.scrape-interval-seconds", "engine"),
     )
     engine_scrape_timeout_seconds: float = Field(
         scraper.TIMEOUT_S,
         gt=0,
         le=60,
         description="Timeout of one vLLM /metrics scrape.",
-        json_schema_extra=_flag("engine.scrape-timeout-seconds"),
+        json_schema_extra=_flag("engine.scrape-timeout-seconds", "engine"),
     )
     instances: InstanceList = Field(
         default_factory=list,
         description="Static vLLM instances (bare metal, tests): a JSON/YAML list of {url, model, gpus, name}; "
         "url is the server's base URL (its /metrics is scraped), gpus NVML UUIDs or indexes.",
-        json_schema_extra=_flag("instances"),
+        json_schema_extra=_flag("instances", "topology", metavar="JSON"),
     )
     topology_mode: str = Field(
         TopologyOptions.mode,
@@ -253,65 +274,65 @@ class Settings(BaseSettings):
         "(pods on this node + kubelet pod-resources), processes (NVML compute processes traced through /proc), "
         "or auto (kubernetes when running in a cluster with a node name, static when instances are listed, "
         "else processes).",
-        json_schema_extra=_flag("topology.mode"),
+        json_schema_extra=_flag("topology.mode", "topology", metavar="auto|static|kubernetes|processes"),
     )
     kubernetes_node_name: str = Field(
         "",
         description="This node's name (set from spec.nodeName through the downward API).",
-        json_schema_extra=_flag("kubernetes.node-name"),
+        json_schema_extra=_flag("kubernetes.node-name", "topology"),
     )
     kubernetes_api_url: str = Field(
         "",
         description="Kubernetes API server URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT).",
-        json_schema_extra=_flag("kubernetes.api-url"),
+        json_schema_extra=_flag("kubernetes.api-url", "topology", metavar="URL"),
     )
     kubernetes_token_file: str = Field(
         KubernetesOptions.token_file,
         description="Service-account token file for the API server.",
-        json_schema_extra=_flag("kubernetes.token-file"),
+        json_schema_extra=_flag("kubernetes.token-file", "topology"),
     )
     kubernetes_ca_file: str = Field(
         KubernetesOptions.ca_file,
         description="CA bundle that signs the API server's certificate.",
-        json_schema_extra=_flag("kubernetes.ca-file"),
+        json_schema_extra=_flag("kubernetes.ca-file", "topology"),
     )
     kubernetes_pod_selector: str = Field(
         KubernetesOptions.pod_selector,
         description="Label selector of the vLLM pods to watch on this node (empty: all pods on the node).",
-        json_schema_extra=_flag("kubernetes.pod-selector"),
+        json_schema_extra=_flag("kubernetes.pod-selector", "topology", metavar="SELECTOR"),
     )
     kubernetes_metrics_port_name: str = Field(
         KubernetesOptions.port_name,
         description="Name of the container port serving vLLM's /metrics.",
-        json_schema_extra=_flag("kubernetes.metrics-port-name"),
+        json_schema_extra=_flag("kubernetes.metrics-port-name", "topology"),
     )
     kubernetes_metrics_port_annotation: str = Field(
         KubernetesOptions.port_annotation,
         description="Pod annotation giving the metrics port number; wins over the named port.",
-        json_schema_extra=_flag("kubernetes.metrics-port-annotation"),
+        json_schema_extra=_flag("kubernetes.metrics-port-annotation", "topology", metavar="ANNOTATION"),
     )
     kubernetes_resync_seconds: float = Field(
         KubernetesOptions.resync_s,
         gt=0,
         description="Full re-list period of the pod watch.",
-        json_schema_extra=_flag("kubernetes.resync-seconds"),
+        json_schema_extra=_flag("kubernetes.resync-seconds", "topology"),
     )
     podresources_socket: str = Field(
         podresources.DEFAULT_SOCKET,
         description="The kubelet PodResources API socket (GPU devices per pod).",
-        json_schema_extra=_flag("podresources.socket"),
+        json_schema_extra=_flag("podresources.socket", "topology"),
     )
     gpu_enabled: bool = Field(
         True,
         description="Sample GPUs through NVML (off by itself, with one log line, when NVML is missing).",
-        json_schema_extra=_flag("gpu.enabled"),
+        json_schema_extra=_flag("gpu.enabled", "gpu"),
     )
     gpu_sample_interval_seconds: float = Field(
         sampler.INTERVAL_S,
         gt=0,
         le=60,
         description="How often every GPU is sampled.",
-        json_schema_extra=_flag("gpu.sample-interval-seconds"),
+        json_schema_extra=_flag("gpu.sample-interval-seconds", "gpu"),
     )
     gpu_energy_every_passes: int = Field(
         sampler.ENERGY_EVERY_PASSES,
@@ -321,109 +342,109 @@ class Settings(BaseSettings):
         "CPU in the driver (H200, driver 580), the rest of a pass well under 1 ms; between reads attribution "
         "spreads the counter's exact delta by the power readings (within 0.2 percent of the window on a recorded "
         "H200 trace). 1 reads it every pass (advised on A100 and older, whose power reading is instantaneous).",
-        json_schema_extra=_flag("gpu.energy-every-passes"),
+        json_schema_extra=_flag("gpu.energy-every-passes", "gpu"),
     )
     gpu_retention_seconds: float = Field(
         sampler.RETENTION_S,
         ge=10,
         description="How long GPU samples are kept for attribution (long requests + span delay).",
-        json_schema_extra=_flag("gpu.retention-seconds"),
+        json_schema_extra=_flag("gpu.retention-seconds", "gpu"),
     )
     gpu_price_per_hour: PriceMap = Field(
         default_factory=lambda: dict(DEFAULT_GPU_PRICES),
         description="Dollars per GPU-hour by GPU product, matched as a substring of NVML's product name (longest "
         "first): 'H100=3.0,A100=1.8' or a JSON object. Defaults are rough on-demand cloud rates: set yours.",
-        json_schema_extra=_flag("price.gpu-per-hour"),
+        json_schema_extra=_flag("price.gpu-per-hour", "attribution", metavar="PRODUCT=USD,..."),
     )
     gpu_price_default_per_hour: float = Field(
         AttributionOptions.gpu_price_default_per_hour,
         ge=0,
         description="Dollars per GPU-hour for a product not in gpu_price_per_hour.",
-        json_schema_extra=_flag("price.gpu-default-per-hour"),
+        json_schema_extra=_flag("price.gpu-default-per-hour", "attribution", metavar="USD"),
     )
     energy_price_per_kwh: float = Field(
         AttributionOptions.energy_price_per_kwh,
         ge=0,
         description="Dollars per kWh of GPU energy, added to the GPU-hour price (0: included in it).",
-        json_schema_extra=_flag("price.energy-per-kwh"),
+        json_schema_extra=_flag("price.energy-per-kwh", "attribution", metavar="USD"),
     )
     attribution_prefill_weight: float = Field(
         AttributionOptions.prefill_weight,
         gt=0,
         le=100,
         description="Weight of a prompt (prefill) token against an output (decode) token when splitting GPU time.",
-        json_schema_extra=_flag("attribution.prefill-weight"),
+        json_schema_extra=_flag("attribution.prefill-weight", "attribution", metavar="WEIGHT"),
     )
     forward_traces_endpoint: str = Field(
         "",
         description="OTLP endpoint to re-emit each llm_request span to, enriched with model, tenant, instance, "
         "GPUs, joules, GPU-seconds, cost, KV token-seconds and GPU state (original trace and span ids kept); "
         "empty: off. gRPC: http://HOST:4317; HTTP: http://HOST:4318/v1/traces.",
-        json_schema_extra=_flag("forward.traces-endpoint"),
+        json_schema_extra=_flag("forward.traces-endpoint", "attribution", metavar="URL"),
     )
     forward_traces_protocol: str = Field(
         "grpc",
         pattern=r"^(grpc|http/protobuf)$",
         description="grpc or http/protobuf.",
-        json_schema_extra=_flag("forward.traces-protocol"),
+        json_schema_extra=_flag("forward.traces-protocol", "attribution", metavar="grpc|http/protobuf"),
     )
     forward_queue_spans: int = Field(
         forwarder.QUEUE_SPANS,
         ge=1,
         description="Spans waiting to be forwarded; past it they are dropped and counted.",
-        json_schema_extra=_flag("forward.queue-spans"),
+        json_schema_extra=_flag("forward.queue-spans", "attribution"),
     )
     web_bearer_token_file: str = Field(
         "",
         description="File holding a bearer token that /metrics requires (Authorization: Bearer ...); re-read when "
         "it changes; /healthz and /readyz stay open for probes. Empty: no authentication.",
-        json_schema_extra=_flag("web.bearer-token-file"),
+        json_schema_extra=_flag("web.bearer-token-file", "security"),
     )
     otlp_bearer_token_file: str = Field(
         "",
         description="File holding a bearer token that OTLP senders must present (HTTP Authorization header, gRPC "
         "authorization metadata); re-read when it changes. Empty: no authentication.",
-        json_schema_extra=_flag("otlp.bearer-token-file"),
+        json_schema_extra=_flag("otlp.bearer-token-file", "security"),
     )
     web_tls_cert_file: str = Field(
         "",
         description="PEM certificate chain that /metrics, /healthz and /readyz are served with over HTTPS (with "
         "web_tls_key_file); re-loaded when the files change. Empty: plain HTTP.",
-        json_schema_extra=_flag("web.tls-cert-file"),
+        json_schema_extra=_flag("web.tls-cert-file", "security"),
     )
     web_tls_key_file: str = Field(
         "",
         description="Unencrypted PEM private key of web_tls_cert_file.",
-        json_schema_extra=_flag("web.tls-key-file"),
+        json_schema_extra=_flag("web.tls-key-file", "security"),
     )
     web_tls_client_ca_file: str = Field(
         "",
         description="PEM CA certificates that must sign a client certificate for any web request (mTLS; needs "
         "web_tls_cert_file; probes then need one too). Empty: no client certificate asked.",
-        json_schema_extra=_flag("web.tls-client-ca-file"),
+        json_schema_extra=_flag("web.tls-client-ca-file", "security"),
     )
     otlp_tls_cert_file: str = Field(
         "",
         description="PEM certificate chain that both OTLP receivers (gRPC and HTTP) are served with over TLS (with "
         "otlp_tls_key_file); re-loaded when the files change. Empty: plain gRPC and HTTP.",
-        json_schema_extra=_flag("otlp.tls-cert-file"),
+        json_schema_extra=_flag("otlp.tls-cert-file", "security"),
     )
     otlp_tls_key_file: str = Field(
         "",
         description="Unencrypted PEM private key of otlp_tls_cert_file.",
-        json_schema_extra=_flag("otlp.tls-key-file"),
+        json_schema_extra=_flag("otlp.tls-key-file", "security"),
     )
     otlp_tls_client_ca_file: str = Field(
         "",
         description="PEM CA certificates that must sign the client certificate of every OTLP sender (mTLS; needs "
         "otlp_tls_cert_file). Empty: no client certificate asked.",
-        json_schema_extra=_flag("otlp.tls-client-ca-file"),
+        json_schema_extra=_flag("otlp.tls-client-ca-file", "security"),
     )
     log_level: str = Field(
         "info",
         pattern=r"^(?i:debug|info|warning|error)$",
         description="debug, info, warning or error.",
-        json_schema_extra=_flag("log.level"),
+        json_schema_extra=_flag("log.level", "logging", metavar="debug|info|warning|error"),
     )
 
     @field_validator("instances", mode="before")
@@ -588,16 +609,78 @@ def parse_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-def flag_of(name: str) -> str:
-    """The command-line flag of a setting."""
+def _extra(name: str) -> dict[str, Any]:
     extra = Settings.model_fields[name].json_schema_extra
     assert isinstance(extra, dict)
-    return f"--{extra['flag']}"
+    return extra
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting."""
+    return f"--{_extra(name)['flag']}"
 
 
 def env_of(name: str) -> str:
     """The environment variable of a setting."""
     return ENV_PREFIX + name.upper()
+
+
+def group_of(name: str) -> str:
+    """The `serve --help` group of a setting: a key of HELP_GROUPS, or OTHER_GROUP."""
+    group = str(_extra(name).get("group", ""))
+    return group if group in HELP_GROUPS else OTHER_GROUP
+
+
+def metavar_of(name: str) -> str:
+    """What goes after a setting's flag: its own metavar, else one read off its name and type."""
+    extra = _extra(name)
+    if "metavar" in extra:
+        return str(extra["metavar"])
+    annotation = Settings.model_fields[name].annotation
+    for suffix, metavar in (("_seconds", "SECONDS"), ("_bytes", "BYTES"), ("_file", "FILE"), ("_address", "HOST:PORT")):
+        if name.endswith(suffix):
+            return metavar
+    if annotation is bool:
+        return "true|false"
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "NUMBER"
+    if name.endswith("_socket"):
+        return "PATH"
+    return "NAME"
+
+
+def _words(text: str) -> str:
+    """A setting named any way (field, flag, env var; any case) as lower-case words joined by `_`."""
+    key = text.strip().lstrip("-").lower()
+    key = key.removeprefix(ENV_PREFIX.lower())
+    return key.replace(".", "_").replace("-", "_")
+
+
+def closest_setting(text: str) -> str | None:
+    """The setting a mistyped name most likely meant (a field name, flag or env var, any case; the flag's words
+    where the env var or key wants the field's, as `price_gpu_per_hour` for gpu_price_per_hour), or None."""
+    key = _words(text)
+    names: dict[str, str] = {}  # every spelling of a setting, as _words gives it: field
+    for name in Settings.model_fields:
+        names[name] = name
+        names.setdefault(_words(flag_of(name)), name)
+    if key in names:
+        return names[key]
+    # The same words in another order (tenant_cap_model for model_cap would be too far for the ratio below).
+    reordered = {"_".join(sorted(spelling.split("_"))): name for spelling, name in names.items()}
+    same_words = reordered.get("_".join(sorted(key.split("_"))))
+    if same_words is not None:
+        return same_words
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.75)
+    return names[close[0]] if close else None
+
+
+def _did_you_mean(text: str, spell: Callable[[str], str]) -> str:
+    """'; did you mean X?' with X the closest setting spelled by `spell` (env_of, flag_of, str), or ''."""
+    name = closest_setting(text)
+    return f"; did you mean {spell(name)}?" if name is not None else ""
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: Path | None = None) -> Settings:
@@ -616,7 +699,7 @@ def load_settings(flags: dict[str, Any] | None = None, config_file: Path | None 
             raise ConfigError(f"config file {config_file} must hold a mapping of setting: value")
         file_values = loaded
     unknown = [
-        f"  - {key}: not a known setting (env var)"
+        f"  - {key}: not a known setting (env var){_did_you_mean(key, env_of)}"
         for key in sorted(os.environ)
         if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in Settings.model_fields
     ]
@@ -643,7 +726,7 @@ def _describe(exc: ValidationError) -> str:
         message = error["msg"]
         given = error.get("input")
         if error["type"] == "extra_forbidden":
-            message = "not a known setting"
+            message = "not a known setting" + _did_you_mean(name, str)
         elif given is not None and not isinstance(given, dict):
             message = f"{message} (got {given!r})"
         lines.append(f"  - {where}: {message}")

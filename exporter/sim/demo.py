@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,10 +27,18 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
 
+from exporter.alerts.timescale import DEMO_TIME_SCALE, scale_duration
 from exporter.service.app import Exporter, StartupError
 from exporter.service.settings import Settings, parse_address
 from exporter.sim.node import NodeOptions, NodeStartError, SimNode
-from exporter.sim.promstack import ALERTMANAGER, PROMETHEUS, PromStack, StackError, find_binary
+from exporter.sim.promstack import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    PromStack,
+    StackError,
+    find_binary,
+    scrape_interval_for,
+)
 from exporter.sim.scenarios import scenario
 from exporter.sim.spec import NodeSpec
 from exporter.sim.view import Scrape, SloStatus, Window, render
@@ -67,6 +76,7 @@ class DemoOptions:
     protocol: str = "grpc"  # how the simulated vLLM sends spans: grpc or http
     export_delay: float = 2.0  # the simulated BatchSpanProcessor's schedule delay
     rate_scale: float = 1.0
+    time_scale: float = DEMO_TIME_SCALE  # the alert rules run this many times faster than real time
 
 
 def demo_settings(settings: Settings, instances: list[InstanceConfig]) -> Settings:
@@ -109,8 +119,15 @@ class Demo:
     def __init__(self, settings: Settings, options: DemoOptions, out: TextIO) -> None:
         self.options = options
         self.out = out
-        self.console = Console(file=out, width=150 if not out.isatty() else None, highlight=False)
-        self.scenario = scenario(options.scenario, at=options.scenario_at)
+        self.live = out.isatty()
+        # Not a terminal (a pipe to tee, a file): plain text 150 wide, no colour or cursor codes even under
+        # FORCE_COLOR, so every frame reads as it is in the log.
+        self.console = Console(
+            file=out, width=None if self.live else 150, force_terminal=None if self.live else False, highlight=False
+        )
+        self.output_closed = False  # the reader of `out` has gone (broken pipe)
+        self.spec = NodeSpec(rate_scale=options.rate_scale)
+        self.scenario = scenario(options.scenario, at=options.scenario_at, node=self.spec)
         self.prometheus = find_binary(PROMETHEUS) if options.prometheus else None
         self.alertmanager = find_binary(ALERTMANAGER) if self.prometheus else None
         self.settings_in = settings
@@ -150,7 +167,7 @@ class Demo:
         probe = demo_settings(self.settings_in, [])
         check_ports(self._wanted_ports(probe))
         protocol, endpoint = self._otlp_endpoint(probe)
-        spec = NodeSpec(rate_scale=options.rate_scale)
+        spec = self.spec
         node_options = NodeOptions(
             otlp_protocol=protocol,
             otlp_endpoint=endpoint,
@@ -180,12 +197,37 @@ class Demo:
                 _local(settings.web_listen_address),
                 options.prometheus_address,
                 options.alertmanager_address,
-                scrape_interval_s=5.0,
+                scrape_interval_s=scrape_interval_for(options.time_scale),
+                time_scale=options.time_scale,
             )
             try:
                 await self.stack.start(self.prometheus, self.alertmanager)
             except StackError as exc:
                 raise DemoError(str(exc)) from exc
+
+    def write(self, text: str) -> bool:
+        """Write to the output; False once its reader has gone (a `| tee` that Ctrl-C stopped, a `| head` that had
+        enough), after which nothing more is written there."""
+        if self.output_closed:
+            return False
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self.output_closed = True
+            with contextlib.suppress(OSError, ValueError):
+                # What is still buffered for the dead pipe would fail again when the interpreter exits.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+            return False
+        return True
+
+    def show(self, renderable: RenderableType) -> bool:
+        """One frame as plain text (the output is not a terminal); False once the output's reader has gone."""
+        with self.console.capture() as frame:
+            self.console.print(renderable)
+        return self.write(frame.get())
 
     def banner(self) -> str:
         """Where everything is."""
@@ -225,10 +267,15 @@ class Demo:
         url = f"http://{_local(self.exporter.settings.web_listen_address)}/metrics"
         with contextlib.suppress(httpx.HTTPError):
             window.add(Scrape.parse((await client.get(url)).text, time.time()))
+        elapsed = time.monotonic() - started
         status = SloStatus()
         if self.stack is not None:
-            burn, firing = await self.stack.status(client)
-            status = SloStatus(burn, firing)
+            answer = await self.stack.status(client)
+            note = alerting_note(self.options.time_scale, elapsed)
+            if answer is None:
+                status = SloStatus(note=note, time_scale=self.options.time_scale)
+            else:
+                status = SloStatus(answer.burn_rates, answer.alerts, note, self.options.time_scale)
         truth = self.node.ledger.outcomes
         sent = self.node.sender_stats()
         footer = [
@@ -236,7 +283,6 @@ class Demo:
             f"scenario, {truth['aborted']} aborted; span exports: {sent.exported} spans delivered, "
             f"{sent.failed} failed, {sent.dropped} dropped",
         ]
-        elapsed = time.monotonic() - started
         header = f"llm-token-exporter demo | scenario {self.scenario.name} | {elapsed:.0f} s | metrics {url}" + (
             f" | Prometheus {self.stack.url('prometheus')}" if self.stack else ""
         )
@@ -256,6 +302,23 @@ class Demo:
             stopped.append("the exporter")
         stopped += [s for s in self.started if s != "exporter"]
         return stopped
+
+
+def alerting_note(time_scale: float, elapsed: float) -> str:
+    """What the demo's alerting does differently from production's, for the view."""
+    if time_scale != 1:
+        windows = ", ".join(f"{w} = {scale_duration(w, time_scale)}" for w in ("5m", "1h", "6h", "3d"))
+        return (
+            f"alert rules run {time_scale:g}x faster than real time (demo only; --alerts.time-scale 1 runs them "
+            f"as in production): {windows}, a `for: 10m` {scale_duration('10m', time_scale)}. Prometheus started with "
+            "the demo, so a window longer than the run holds only the run: tickets can fire with or before the pages "
+            "(Alertmanager mutes a ticket while the page of its SLO and model fires)."
+        )
+    return (
+        f"alert rules in real time: Prometheus holds only the last {elapsed / 60:.0f} min, so the 1h .. 3d windows "
+        "all hold the same minutes: the 3d ticket (1x) fires before the pages (14.4x, 6x) ever can, and cause "
+        "alerts stay pending for their `for:` of 5-15 min. --alerts.time-scale 60 runs the rules 60x faster."
+    )
 
 
 def _route_logs(settings: Settings, console: Console) -> None:
@@ -289,8 +352,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
     code = 0
     try:
         await demo.start()
-        print(demo.banner(), file=out, flush=True)
-        await _run_view(demo, stop)
+        if demo.write(demo.banner() + "\n"):
+            await _run_view(demo, stop)
+        if demo.output_closed and not stop.is_set():
+            print("demo: the output's reader has gone (broken pipe): stopping", file=sys.stderr, flush=True)
     except DemoError as exc:
         print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
         code = 1
@@ -298,8 +363,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
         stopped = await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if stopped:
-            print(f"demo: stopped {', '.join(stopped)}.", file=out, flush=True)
+        message = f"demo: stopped {', '.join(stopped)}.\n"
+        # Where the view went, unless its reader has gone: then on stderr, so it is not lost with the pipe.
+        if stopped and not demo.write(message):
+            print(message, end="", file=sys.stderr, flush=True)
     return code
 
 
@@ -308,20 +375,24 @@ async def _run_view(demo: Demo, stop: asyncio.Event) -> None:
     window = Window(options.window)
     started = time.monotonic()
     deadline = started + options.duration if options.duration else None
-    # A terminal gets a live view redrawn in place; a pipe or file gets one view printed per interval.
-    live = demo.out.isatty()
+    # A terminal gets a live view redrawn in place; a pipe or file gets one frame per interval, as plain text.
     async with httpx.AsyncClient(timeout=2.0) as client:
         first = await demo.view(client, window, started)
-        with Live(first, console=demo.console, auto_refresh=False) if live else contextlib.nullcontext() as display:
+        if not demo.live and not demo.show(first):
+            return
+        with (
+            Live(first, console=demo.console, auto_refresh=False) if demo.live else contextlib.nullcontext() as display
+        ):
             while not stop.is_set():
                 wait = options.interval if deadline is None else min(options.interval, deadline - time.monotonic())
                 if wait <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
+                if stop.is_set():
+                    break
                 renderable = await demo.view(client, window, started)
                 if display is not None:
                     display.update(renderable, refresh=True)
-                else:
-                    demo.console.print(renderable)
-                    demo.out.flush()
+                elif not demo.show(renderable):
+                    return

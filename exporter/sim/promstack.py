@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,35 @@ import httpx
 import yaml
 
 from exporter.alerts.generate import RULES_DIR, generate
-from exporter.alerts.spec import DEFAULT_SPEC, load_spec
+from exporter.alerts.spec import DEFAULT_SPEC, load_spec, parse_spec
+from exporter.alerts.windows import sli_windows
 
 PROMETHEUS = ("prometheus",)
 ALERTMANAGER = ("alertmanager", "prometheus-alertmanager")  # Debian names the binary prometheus-alertmanager
 READY_TIMEOUT_S = 30.0
+
+
+def scrape_interval_for(time_scale: float) -> float:
+    """Prometheus's scrape and evaluation interval for rules compressed `time_scale` times: five samples in the
+    shortest window (the 5m one), between 1 s and the 5 s a real-time demo uses."""
+    return max(1.0, min(5.0, min(sli_windows()) / time_scale / 5))
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """An alert Prometheus holds: firing, or pending until its `for:` has passed (`fires_in` seconds left)."""
+
+    name: str  # the alert name and what it is about (model, instance or GPU)
+    firing: bool
+    fires_in: float = 0.0
+
+
+@dataclass(frozen=True)
+class PromStatus:
+    """What the demo's Prometheus says: burn rates by "slo model" and window, and every firing or pending alert."""
+
+    burn_rates: dict[str, dict[str, float]]
+    alerts: list[AlertState]
 
 
 class StackError(Exception):
@@ -43,19 +68,25 @@ def find_binary(names: Sequence[str]) -> str | None:
     return None
 
 
-def _generated() -> dict[str, str]:
-    """Everything the generator writes for the package's SLO spec, by path under alerts/."""
-    return generate(load_spec(DEFAULT_SPEC), DEFAULT_SPEC.name)
+def _generated(time_scale: float = 1.0) -> dict[str, str]:
+    """Everything the generator writes for the package's SLO spec (compressed `time_scale` times), by path under
+    alerts/."""
+    spec = load_spec(DEFAULT_SPEC)
+    if time_scale != 1:
+        spec = parse_spec({**spec.model_dump(), "time_scale": time_scale}, DEFAULT_SPEC.name)
+    return generate(spec, DEFAULT_SPEC.name)
 
 
-def rule_files() -> dict[str, str]:
-    """The alerting and recording rule files for the package's SLO spec: {path under alerts/: text}."""
-    return {path: text for path, text in _generated().items() if path.startswith(f"{RULES_DIR}/")}
+def rule_files(time_scale: float = 1.0) -> dict[str, str]:
+    """The alerting and recording rule files for the package's SLO spec: {path under alerts/: text}; with a
+    `time_scale`, every window and `for:` divided by it (exporter/alerts/timescale.py)."""
+    return {path: text for path, text in _generated(time_scale).items() if path.startswith(f"{RULES_DIR}/")}
 
 
-def alertmanager_config() -> dict[str, Any]:
-    """The generated Alertmanager routing for the package's SLO spec, with receivers that notify no one."""
-    config: dict[str, Any] = yaml.safe_load(_generated()["alertmanager.yaml"])
+def alertmanager_config(time_scale: float = 1.0) -> dict[str, Any]:
+    """The generated Alertmanager routing for the package's SLO spec, with receivers that notify no one (and its
+    timers divided by `time_scale`)."""
+    config: dict[str, Any] = yaml.safe_load(_generated(time_scale)["alertmanager.yaml"])
     # Keep the receivers' names (routes refer to them), drop their webhooks, e-mails, pagers.
     config["receivers"] = [{"name": r["name"]} for r in config["receivers"]]
     return config
@@ -92,8 +123,13 @@ class PromStack:
     prometheus_address: str = "127.0.0.1:9090"
     alertmanager_address: str = "127.0.0.1:9093"
     scrape_interval_s: float = 5.0
-    rules: dict[str, str] = field(default_factory=rule_files)  # {path under workdir: text}
+    time_scale: float = 1.0  # rules and Alertmanager timers run this many times faster than real time
+    rules: dict[str, str] = field(default_factory=dict)  # {path under workdir: text}; empty: rule_files(time_scale)
     children: list[Managed] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.rules:
+            self.rules = rule_files(self.time_scale)
 
     def write_rules(self) -> list[Path]:
         """Write the rule files into the working directory; their paths."""
@@ -121,7 +157,7 @@ class PromStack:
         """Start both (Alertmanager first, so Prometheus finds it) and wait until they are ready."""
         if alertmanager is not None:
             config = self.workdir / "alertmanager.yml"
-            config.write_text(yaml.safe_dump(alertmanager_config()))
+            config.write_text(yaml.safe_dump(alertmanager_config(self.time_scale)))
             args = [
                 alertmanager,
                 f"--config.file={config}",
@@ -184,18 +220,18 @@ class PromStack:
         self.children = []
         return stopped
 
-    async def status(self, client: httpx.AsyncClient) -> tuple[dict[str, dict[str, float]] | None, list[str] | None]:
+    async def status(self, client: httpx.AsyncClient) -> PromStatus | None:
         """Burn rates by "slo model" and window (from recording rules named like `slo:burn_rate:ratio_rate1h`;
-        empty when the rules define none) and the firing alerts; (None, None) when Prometheus does not answer."""
+        empty when the rules define none) and the firing and pending alerts; None when Prometheus does not answer."""
         base = self.url("prometheus")
         if base is None:
-            return None, None
+            return None
         try:
             query = {"query": '{__name__=~".*burn_?rate.*"}'}
             rates = (await client.get(f"{base}/api/v1/query", params=query)).json()
-            alerts = (await client.get(f"{base}/api/v1/alerts")).json()
+            rules = (await client.get(f"{base}/api/v1/rules", params={"type": "alert"})).json()
         except (httpx.HTTPError, ValueError):
-            return None, None
+            return None
         burn: dict[str, dict[str, float]] = {}
         for item in rates.get("data", {}).get("result", []):
             labels = item.get("metric", {})
@@ -203,9 +239,39 @@ class PromStack:
             key = " ".join(labels[k] for k in ("slo", "model") if labels.get(k))
             with contextlib.suppress(ValueError, IndexError, TypeError, KeyError):
                 burn.setdefault(key or "?", {})[window[1] if window else "?"] = float(item["value"][1])
-        firing = sorted(
-            " ".join(filter(None, (a["labels"].get("alertname", "?"), a["labels"].get("model", ""))))
-            for a in alerts.get("data", {}).get("alerts", [])
-            if a.get("state") == "firing"
-        )
-        return burn, firing
+        return PromStatus(burn, alert_states(rules, time.time()))
+
+
+# What an alert is about, after its name: the first of these labels it has (the instance before its model).
+SUBJECT_LABELS = ("vllm_instance", "model", "gpu", "index", "reason")
+
+
+def alert_states(rules: dict[str, Any], now: float) -> list[AlertState]:
+    """The firing and pending alerts of a /api/v1/rules answer, firing first, each pending one with the seconds
+    left of its rule's `for:` (from the alert's activeAt)."""
+    out = []
+    for group in rules.get("data", {}).get("groups", []):
+        for rule in group.get("rules", []):
+            for alert in rule.get("alerts", []):
+                labels = alert.get("labels", {})
+                subject = next((str(labels[k]) for k in SUBJECT_LABELS if labels.get(k)), "")
+                name = " ".join(filter(None, (str(labels.get("alertname", rule.get("name", "?"))), subject)))
+                if alert.get("state") == "firing":
+                    out.append(AlertState(name, True))
+                elif alert.get("state") == "pending":
+                    since = _unix(str(alert.get("activeAt", "")))
+                    left = float(rule.get("duration", 0.0)) - (now - since) if since is not None else 0.0
+                    out.append(AlertState(name, False, max(0.0, left)))
+    return sorted(out, key=lambda a: (not a.firing, a.fires_in, a.name))
+
+
+def _unix(stamp: str) -> float | None:
+    """Unix time of an RFC 3339 time as Prometheus writes it (nanoseconds, Z), or None."""
+    match = re.fullmatch(r"(.+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if match is None:
+        return None
+    try:
+        base = datetime.fromisoformat(match[1] + ("+00:00" if match[3] == "Z" else match[3]))
+    except ValueError:
+        return None
+    return base.timestamp() + (float(f"0.{match[2]}") if match[2] else 0.0)

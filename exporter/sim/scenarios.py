@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.sim.spec import NodeSpec, instance_name
 from exporter.sim.workload import ArrivalKind, LengthDist, RateProfile, Tenant
 
 
@@ -129,7 +130,28 @@ LONG_CONTEXT = Tenant(
 )
 
 
-def _build(name: str, at: float | None, params: dict[str, Any]) -> Scenario:
+def _instance(node: NodeSpec, index: int | None) -> str:
+    """Instance number `index` of the node as the view and /metrics name it (vllm_instance), with its model and
+    GPUs; None: every GPU."""
+    if index is None:
+        return "every GPU"
+    placements = node.placements()
+    if not 0 <= index < len(placements):
+        return f"instance {index}"
+    model, replica, gpus = placements[index]
+    where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(str(g) for g in gpus)}"
+    return f"{instance_name(model, replica)} ({model.name} on {where})"
+
+
+def _instance_of_gpu(node: NodeSpec, gpu: int) -> str:
+    """The instance GPU `gpu` serves, named as `_instance` names it, or 'no instance'."""
+    for index, (_, _, gpus) in enumerate(node.placements()):
+        if gpu in gpus:
+            return _instance(node, index)
+    return "no instance"
+
+
+def _build(name: str, at: float | None, params: dict[str, Any], node: NodeSpec) -> Scenario:
     def p(key: str, default: Any) -> Any:
         return params.pop(key, default)
 
@@ -152,22 +174,22 @@ def _build(name: str, at: float | None, params: dict[str, Any]) -> Scenario:
         # `length` (default: none) ends it: prefill is back to normal speed that many seconds later.
         factor, model, length = p("factor", 5.0), p("model", None), p("length", None)
         slowdown = PrefillSlowdown(when, factor, model)
+        target = model or node.models[-1].name
+        on = ", ".join(instance_name(m, r) for m, r, _ in node.placements() if m.name == target)
         if length is None:
-            return Scenario(
-                name, f"Prefill {factor:g}x slower on {model or 'the last model'} from {when:g} s.", events=(slowdown,)
-            )
+            return Scenario(name, f"Prefill {factor:g}x slower on {target} ({on}) from {when:g} s.", events=(slowdown,))
         if length <= 0:
             raise ValueError(f"latency_regression: length must be positive (got {length!r})")
         return Scenario(
             name,
-            f"Prefill {factor:g}x slower on {model or 'the last model'} from {when:g} s for {length:g} s.",
+            f"Prefill {factor:g}x slower on {target} ({on}) from {when:g} s for {length:g} s.",
             events=(slowdown, PrefillSlowdown(when + length, 1.0, model)),
         )
     if name == "power_throttling":
         watts, instance = p("watts", 250.0), p("instance", 0)
         return Scenario(
             name,
-            f"GPUs of instance {instance} capped at {watts:g} W from {when:g} s.",
+            f"GPUs of {_instance(node, instance)} capped at {watts:g} W from {when:g} s.",
             events=(PowerCap(when, watts, instance),),
         )
     if name == "kv_exhaustion":
@@ -175,18 +197,21 @@ def _build(name: str, at: float | None, params: dict[str, Any]) -> Scenario:
         tenant = Tenant(LONG_CONTEXT.name, {"": rate}, LONG_CONTEXT.prompt, LONG_CONTEXT.output, 2048)
         return Scenario(
             name,
-            f"Instance {instance} with a {tokens}-token KV cache; long-context requests to its model from {when:g} s.",
+            f"{_instance(node, instance)} with a {tokens}-token KV cache; long-context requests (tenant "
+            f"{LONG_CONTEXT.name}) to its model from {when:g} s.",
             events=(AddTenant(when, tenant, instance),),
             kv=(KvCapacity(instance, tokens),),
         )
     if name == "gpu_lost":
         gpu = p("gpu", 3)
-        return Scenario(name, f"GPU {gpu} lost at {when:g} s.", events=(LoseGpu(when, gpu),))
+        return Scenario(
+            name, f"GPU {gpu} lost at {when:g} s; {_instance_of_gpu(node, gpu)} dies.", events=(LoseGpu(when, gpu),)
+        )
     if name == "engine_restart":
         instance, down, startup = p("instance", 0), p("down_s", 2.0), p("startup_s", 8.0)
         return Scenario(
             name,
-            f"Instance {instance} restarts at {when:g} s (down {down:g} s, loading {startup:g} s).",
+            f"{_instance(node, instance)} restarts at {when:g} s (down {down:g} s, loading {startup:g} s).",
             events=(RestartEngine(when, instance, down, startup),),
         )
     if name == "span_loss":
@@ -210,12 +235,13 @@ SCENARIOS: tuple[str, ...] = (
 )
 
 
-def scenario(name: str, at: float | None = None, **params: Any) -> Scenario:
+def scenario(name: str, at: float | None = None, node: NodeSpec | None = None, **params: Any) -> Scenario:
     """The scenario called `name` (hyphens or underscores), its change at `at` seconds (default 60), with knobs;
-    raises ValueError for an unknown name or knob."""
+    its description names the instances and GPUs of `node` (default: the demo's) it changes. Raises ValueError
+    for an unknown name or knob."""
     key = name.strip().lower().replace("-", "_")
     rest = dict(params)
-    built = _build(key, at, rest)
+    built = _build(key, at, rest, node or NodeSpec())
     if rest:
         raise ValueError(f"scenario {key} has no parameter(s) {', '.join(sorted(rest))}")
     return built

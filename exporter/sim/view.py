@@ -12,6 +12,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 from rich import box
@@ -19,8 +20,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from exporter.alerts.timescale import scale_duration
 from exporter.metrics import catalog
 from exporter.sim.quantiles import histogram_quantile
+
+if TYPE_CHECKING:  # only the type: the load generator imports this module and needs none of the alerting
+    from exporter.sim.promstack import AlertState
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -129,33 +134,41 @@ def request_table(window: Window) -> Table:
     table = Table(title=f"requests (last {window.window_s:.0f} s)", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("model", "tenant", "req/s", "out tok/s", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95"):
         table.add_column(name, justify="left" if name in keys else "right")
-    table.add_column("$/Mtok", justify="right")
-    table.add_column("J/tok", justify="right")
+    # Per token of both kinds (what a bill per token counts) and per output token (what the README's
+    # joules-per-output-token query gives): a prompt-heavy tenant differs by several times between the two.
+    for name in ("$/Mtok\nin+out", "$/Mtok\nout", "J/tok\nin+out", "J/tok\nout"):
+        table.add_column(name, justify="right")
     for labels in sorted(set(requests) | set(ttft)):
-        tokens = all_tokens.get(labels, 0.0)
-        per_m = (cost.get(labels, 0.0) / tokens * 1e6) if cost is not None and tokens else None
-        per_tok = (energy.get(labels, 0.0) / tokens) if energy is not None and tokens else None
+        tokens, out = all_tokens.get(labels, 0.0), out_tokens.get(labels, 0.0)
         t, p = ttft.get(labels, [None, None]), tpot.get(labels, [None, None])
         table.add_row(
             labels[0][1],
             labels[1][1],
             _num(requests.get(labels, 0.0) / seconds),
-            _num(out_tokens.get(labels, 0.0) / seconds, "{:.0f}"),
+            _num(out / seconds, "{:.0f}"),
             _ms(t[0]),
             _ms(t[1]),
             _ms(p[0]),
             _ms(p[1]),
-            _num(per_m, "{:.3f}"),
-            _num(per_tok, "{:.2f}"),
+            _num(_per(cost, labels, tokens, 1e6), "{:.3f}"),
+            _num(_per(cost, labels, out, 1e6), "{:.3f}"),
+            _num(_per(energy, labels, tokens), "{:.2f}"),
+            _num(_per(energy, labels, out), "{:.2f}"),
         )
     table.caption = (
         "latencies in ms, interpolated between the per-tenant histogram edges (TTFT "
         + ", ".join(f"{b:g}" for b in catalog.TENANT_TTFT.default_buckets)
         + " s; TPOT "
         + ", ".join(f"{b:g}" for b in catalog.TENANT_TPOT.default_buckets)
-        + " s); '-': not served (yet)"
+        + " s); $ and J charged to the requests over the window, per million (input + output) or output tokens; "
+        "'-': not served (yet)"
     )
     return table
+
+
+def _per(spent: Mapping[Labels, float] | None, labels: Labels, tokens: float, scale: float = 1.0) -> float | None:
+    """What `labels` spent per token (times `scale`), None when nothing is charged or no token came."""
+    return spent.get(labels, 0.0) / tokens * scale if spent is not None and tokens else None
 
 
 def engine_table(window: Window) -> Table:
@@ -221,37 +234,48 @@ def gpu_table(window: Window) -> Table:
             _num(None if labels not in dram else 100 * dram[labels], "{:.0f}%"),
             _num(None if labels not in clock else clock[labels] / 1e6, "{:.0f}"),
             _num(temp.get(labels), "{:.0f}"),
-            Text(", ".join(sorted(reasons.get(labels, []))), style="yellow"),
+            Text(", ".join(sorted(reasons[labels])), style="yellow") if reasons.get(labels) else Text("none"),
         )
     return table
 
 
 @dataclass(frozen=True)
 class SloStatus:
-    """What Prometheus says: burn rates by "slo model" and window, and firing alerts; None when it is not running."""
+    """What Prometheus says: burn rates by "slo model" and window, and the firing and pending alerts (None when it
+    is not running); `note` says how the demo's alerting differs from production's."""
 
     burn_rates: Mapping[str, Mapping[str, float]] | None = None
-    firing: Sequence[str] | None = None
+    alerts: Sequence[AlertState] | None = None
+    note: str = ""
+    time_scale: float = 1.0  # the rules' windows are their names divided by this
 
 
 BURN_WINDOWS = ("5m", "1h", "6h")
 
 
 def slo_table(status: SloStatus) -> Table:
-    """SLO burn rates (1 spends the error budget exactly over the SLO period) and firing alerts, '-' when there is
-    no Prometheus or no rules yet."""
+    """SLO burn rates (1 spends the error budget exactly over the SLO period), firing alerts and pending ones with
+    the time left of their `for:`, '-' when there is no Prometheus or no rules yet."""
     table = Table(title="SLO burn rates and alerts", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("slo, model")
     for window in BURN_WINDOWS:
-        table.add_column(f"burn {window}", justify="right")
+        scaled = "" if status.time_scale == 1 else f" ({scale_duration(window, status.time_scale)})"
+        table.add_column(f"burn {window}{scaled}", justify="right")
     rates = status.burn_rates or {}
     for key in sorted(rates):
         row = [_num(rates[key].get(w), "{:.2f}") for w in BURN_WINDOWS]
         table.add_row(key, *[Text(v, style="bold red" if v != "-" and float(v) >= 1 else "") for v in row])
     if not rates:
         table.add_row("-", *["-"] * len(BURN_WINDOWS))
-    firing = "-" if status.firing is None else (", ".join(status.firing) or "none")
-    table.caption = f"firing alerts: {firing}"
+    if status.alerts is None:
+        alerts = ["firing and pending alerts: - (no Prometheus, or it does not answer)"]
+    else:
+        firing = ", ".join(a.name for a in status.alerts if a.firing) or "none"
+        waiting = [a for a in status.alerts if not a.firing]
+        pending = ", ".join(f"{a.name} (fires in {a.fires_in:.0f} s if it holds)" for a in waiting) or "none"
+        alerts = [f"firing alerts: {firing}", f"pending alerts: {pending}"]
+    table.caption = "\n".join([*alerts, *filter(None, [status.note])])
+    table.caption_justify = "left"
     return table
 
 

@@ -2,8 +2,8 @@
 both receivers end to end, which must refuse a bad body with a named reason and count it, and never fail otherwise.
 
 CI-sized: 50,000 protobuf, 10,000 JSON, 10,000 gzip mutations and 1,000 through each receiver, in seconds.
-LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE multiplies every count for a longer run by hand (100 = 5 million protobuf
-inputs); LLM_TOKEN_EXPORTER_FUZZ_SEED picks another sequence. A crash prints the input's seed and index.
+LLM_EXPORTER_TEST_FUZZ_CORPUS_SCALE multiplies every count for a longer run by hand (100 = 5 million protobuf
+inputs); LLM_EXPORTER_TEST_FUZZ_SEED picks another sequence. A crash prints the input's seed and index.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from exporter.otlp.http_receiver import OtlpHttpReceiver
 from exporter.otlp.ingest import BodyTooLarge, gunzip_limited
 from exporter.requests.pipeline import PipelineOptions, SpanPipeline
 from exporter.service.admission import Admission
+from tests.support import harness_env
 from tests.support.otlp import GRPC_CAPTURE, HTTP_CAPTURE, load, to_otlp_json
 from tests.support.procs import free_port
 
-SCALE = float(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_CORPUS_SCALE", "1"))
-SEED = int(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_SEED", "20261128"))
+SCALE = float(os.environ.get(harness_env.FUZZ_CORPUS_SCALE, "1"))
+SEED = int(os.environ.get(harness_env.FUZZ_SEED, "20261128"))
 CORPUS = [load(p) for p in (*HTTP_CAPTURE, *GRPC_CAPTURE)]
 PROTOBUF_CORPUS = [r.SerializeToString() for r in CORPUS]
 JSON_CORPUS = [to_otlp_json(r) for r in CORPUS]

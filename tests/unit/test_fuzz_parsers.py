@@ -1,6 +1,6 @@
 """Property-based fuzzing of the parsers that read untrusted input: no input crashes them or hangs them.
 
-CI-sized: about a thousand inputs each (LLM_TOKEN_EXPORTER_FUZZ_EXAMPLES raises it for a longer run by hand).
+CI-sized: about a thousand inputs each (LLM_EXPORTER_TEST_FUZZ_EXAMPLES raises it for a longer run by hand).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from exporter.engine.parse import EngineParseError, parse
 from exporter.otlp.decode import BodyDecodeError, DecodeRules, flatten, parse_json
 from exporter.service.settings import ConfigError, Settings, load_settings
+from tests.support import harness_env
 from tests.support.otlp import SAMPLES
 
-EXAMPLES = int(os.environ.get("LLM_TOKEN_EXPORTER_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get(harness_env.FUZZ_EXAMPLES, "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 METRICS_LINES = (SAMPLES / "metrics.txt").read_text().splitlines()
 

@@ -16,8 +16,8 @@ from typing import IO
 
 from tests.support.procs import REPO, free_port, http_ok, wait_for
 
-CACHE = Path(os.environ.get("LLM_TOKEN_EXPORTER_TEST_CACHE", Path.home() / ".cache" / "llm-token-exporter"))
-VENV = Path(os.environ.get("LLM_TOKEN_EXPORTER_VLLM_VENV", CACHE / "vllm-0.32-venv"))
+CACHE = Path(os.environ.get("LLM_EXPORTER_TEST_CACHE", Path.home() / ".cache" / "llm-token-exporter"))
+VENV = Path(os.environ.get("LLM_EXPORTER_TEST_VLLM_VENV", CACHE / "vllm-0.32-venv"))
 MODEL_DIR = CACHE / "tiny-model"
 SERVED_NAME = "tiny"
 SERVICE_NAME = "vllm-tiny"

@@ -103,3 +103,60 @@ def test_prometheus_is_pointed_at_the_rule_files_written_in_its_directory(tmp_pa
         p.is_relative_to(tmp_path) and p.read_text() == stack.rules[p.relative_to(tmp_path).as_posix()] for p in written
     )
     assert len(written) == len(committed_alerts())
+
+
+def test_the_demo_can_run_the_rules_time_compressed_and_scrapes_often_enough_for_them(tmp_path: Path) -> None:
+    stack = PromStack(tmp_path, "127.0.0.1:9400", time_scale=60, scrape_interval_s=promstack.scrape_interval_for(60))
+    assert set(stack.rules) == set(committed_alerts())
+    causes = yaml.safe_load(stack.rules["rules/causes.rules.yaml"])["groups"]
+    real = yaml.safe_load((ALERTS / "rules" / "causes.rules.yaml").read_text())["groups"]
+    fors = {r["alert"]: r.get("for") for g in causes for r in g["rules"] if "alert" in r}
+    real_fors = {r["alert"]: r.get("for") for g in real for r in g["rules"] if "alert" in r}
+    assert real_fors["LLMEngineKVCacheFullPreempting"] == "10m" and fors["LLMEngineKVCacheFullPreempting"] == "10s"
+    ttft = stack.rules["rules/slo-ttft.rules.yaml"]
+    assert "[5s]" in ttft and "[1m]" in ttft and "[5m]" not in ttft  # the 5m and 1h windows at x60
+    assert stack.prometheus_config(alertmanager=True)["global"]["scrape_interval"] == "1s"  # five samples in 5 s
+    assert promstack.scrape_interval_for(1) == 5.0  # real time: as before
+    assert promstack.alertmanager_config(60)["route"]["group_interval"] == "5s"  # 5m / 60
+
+
+def test_firing_and_pending_alerts_are_read_with_the_time_left_of_each_for() -> None:
+    rules = {
+        "data": {
+            "groups": [
+                {
+                    "rules": [
+                        {
+                            "name": "LLMEngineKVCacheFullPreempting",
+                            "duration": 10,
+                            "alerts": [
+                                {
+                                    "labels": {"alertname": "LLMEngineKVCacheFullPreempting", "vllm_instance": "v-0"},
+                                    "state": "pending",
+                                    "activeAt": "2026-01-01T00:00:00.250000000Z",
+                                }
+                            ],
+                        },
+                        {
+                            "name": "LLMTtftBudgetBurn1h",
+                            "duration": 0,
+                            "alerts": [
+                                {
+                                    "labels": {"alertname": "LLMTtftBudgetBurn1h", "model": "m", "slo": "ttft"},
+                                    "state": "firing",
+                                    "activeAt": "2026-01-01T00:00:01Z",
+                                }
+                            ],
+                        },
+                        {"name": "LLMGPUDown", "duration": 5, "alerts": []},
+                    ]
+                }
+            ]
+        }
+    }
+    now = 1767225600.0 + 3.25  # 2026-01-01T00:00:03.25Z: pending for 3 s of its 10
+    states = promstack.alert_states(rules, now)
+    assert states == [
+        promstack.AlertState("LLMTtftBudgetBurn1h m", True),
+        promstack.AlertState("LLMEngineKVCacheFullPreempting v-0", False, 7.0),
+    ]

@@ -8,6 +8,7 @@ import pytest
 
 from exporter.otlp.decode import REQUEST_SPAN_NAME
 from exporter.sim import scenarios as sc
+from exporter.sim import spec as sc_spec
 from exporter.sim.scenarios import SCENARIOS, scenario
 from exporter.sim.simulation import Simulation
 from exporter.sim.spec import NodeSpec
@@ -51,6 +52,19 @@ def test_every_scenario_of_the_issue_is_selectable_by_name() -> None:
         built = scenario(name)
         assert built.name == name and built.description
     assert scenario("latency-regression").name == "latency_regression"
+
+
+def test_scenario_texts_name_the_instance_or_gpu_they_change_as_the_view_does() -> None:
+    # The view and /metrics name instances by vllm_instance (vllm-<model>-<replica>), not by number.
+    assert "vllm-llama-3.1-70b-instruct-0" in scenario("power_throttling").description  # instance 0: GPUs 0, 1
+    assert "GPUs 0,1" in scenario("power_throttling").description
+    assert "vllm-llama-3.1-8b-instruct-0" in scenario("kv_exhaustion").description  # instance 1
+    assert "vllm-llama-3.1-70b-instruct-0" in scenario("engine_restart").description
+    assert "vllm-llama-3.1-8b-instruct-1" in scenario("gpu_lost").description  # GPU 3
+    assert "vllm-llama-3.1-8b-instruct-0, vllm-llama-3.1-8b-instruct-1" in scenario("latency_regression").description
+    assert "vllm-llama-3.1-8b-instruct-1" in scenario("engine_restart", instance=2).description
+    one_model = NodeSpec(models=(sc_spec.LLAMA_8B,), gpus=2)
+    assert "vllm-llama-3.1-8b-instruct-1" in scenario("kv_exhaustion", node=one_model).description
 
 
 def test_unknown_scenarios_and_knobs_are_refused_by_name() -> None:
