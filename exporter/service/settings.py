@@ -183,14 +183,14 @@ class Settings(BaseSettings):
         description="Prefill/decode disaggregation: how long the prefill or decode half of a request (the two "
         "llm_request spans of one trace and caller) waits for its other half before it is counted alone (a decode "
         "half as a request with its own TTFT, a prefill half never as a request).",
-        json_schema_extra=_flag("pd.join-window-seconds"),
+        json_schema_extra=_flag("pd.join-window-seconds", "receivers"),
     )
     role_attribute: str = Field(
         DecodeRules.role_attribute,
         min_length=1,
         description="Resource attribute of the sender that names its prefill/decode role (prefill, decode or both; "
         "vLLM: OTEL_RESOURCE_ATTRIBUTES=llm.role=prefill); it wins over the role the topology gives the instance.",
-        json_schema_extra=_flag("role.attribute"),
+        json_schema_extra=_flag("role.attribute", "receivers", metavar="ATTRIBUTE"),
     )
     model_map: StrMap = Field(
         default_factory=dict,
