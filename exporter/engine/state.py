@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from exporter.engine.parse import COUNTER_FIELDS, EngineReading, ModelReading
+from exporter.engine.parse import COUNTER_FIELDS, EngineReading, HistogramReading, ModelReading
+
+K = TypeVar("K")
+
+# llm_engine_instance_info's mfu_metrics: whether vLLM's estimated FLOPs and bytes counters are there to use.
+MFU_ON, MFU_OFF, MFU_ABSENT, MFU_UNKNOWN = "on", "off", "absent", "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,9 @@ class InstanceState:
     _raw_http: dict[tuple[str, str], float] = field(default_factory=dict)
     history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
     absent_since: float | None = None  # left the topology at this time (not scraped since)
+    labelled: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, field, label) -> monotonic
+    _raw_labelled: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    histograms: dict[tuple[str, str], MonotonicHistogram] = field(default_factory=dict)  # (model, field)
 
     def label_of(self, model: str) -> str:
         """The model label: the configured one wins over the served name vLLM reports."""
@@ -75,6 +84,27 @@ class InstanceState:
         return tuple(merged[t] for t in sorted(merged))
 
     @property
+    def mfu_metrics(self) -> str:
+        """Whether vLLM's estimated FLOPs and bytes are usable: on (they count), off (served but still 0 after
+        the engine did work: --enable-mfu-metrics not given, or vLLM cannot estimate this model), absent (this
+        vLLM does not serve them) or unknown (no good scrape yet, or no work yet to tell off from on)."""
+        reading = self.last_reading
+        if reading is None or not reading.models:
+            return MFU_UNKNOWN
+        flops = [m.counters["flops"] for m in reading.models.values() if "flops" in m.counters]
+        if not flops:
+            return MFU_ABSENT
+        if any(f > 0 for f in flops):
+            return MFU_ON
+        # vLLM 0.32 registers the counters whatever the flag and counts only with it: zeros after token work
+        # mean the flag is off (the raw values of this process, not the monotonic totals of earlier ones).
+        work = sum(
+            m.counters.get("prompt_tokens", 0.0) + m.counters.get("generation_tokens", 0.0)
+            for m in reading.models.values()
+        )
+        return MFU_OFF if work > 0 else MFU_UNKNOWN
+
+    @property
     def models(self) -> list[ModelReading]:
         """The models of the last successful scrape (empty while down: stale values are not served)."""
         if not self.up or self.last_reading is None:
@@ -83,9 +113,9 @@ class InstanceState:
 
 
 def _advance(
-    raw_prev: dict[tuple[str, str], float],
-    totals: dict[tuple[str, str], float],
-    key: tuple[str, str],
+    raw_prev: dict[K, float],
+    totals: dict[K, float],
+    key: K,
     raw: float,
     restarted: bool,
 ) -> None:
@@ -98,6 +128,42 @@ def _advance(
     else:
         totals[key] += raw - previous
     raw_prev[key] = raw
+
+
+class MonotonicHistogram:
+    """One of vLLM's histograms kept monotonic across restarts, bucket by bucket, as counters are."""
+
+    __slots__ = ("_raw", "_totals", "edges")
+
+    def __init__(self) -> None:
+        self.edges: tuple[str, ...] = ()
+        self._totals: dict[str, float] = {}  # le, "sum", "count" -> monotonic value
+        self._raw: dict[str, float] = {}
+
+    def advance(self, reading: HistogramReading, restarted: bool) -> None:
+        """Add the growth since the last scrape; new bucket edges (vLLM reconfigured) start the histogram over."""
+        edges = tuple(le for le, _ in reading.buckets)
+        if edges != self.edges:
+            self.edges, self._totals, self._raw = edges, {}, {}
+        for key, raw in (*reading.buckets, ("sum", reading.sum), ("count", reading.count)):
+            previous = self._raw.get(key)
+            if previous is None:
+                self._totals[key] = raw
+            elif restarted or raw < previous:
+                self._totals[key] += raw
+            else:
+                self._totals[key] += raw - previous
+            self._raw[key] = raw
+
+    @property
+    def buckets(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) in vLLM's order, +Inf last."""
+        return [(le, self._totals[le]) for le in self.edges]
+
+    @property
+    def sum(self) -> float:
+        """Sum of the observations."""
+        return self._totals.get("sum", 0.0)
 
 
 class EngineTracker:
@@ -153,6 +219,10 @@ class EngineTracker:
                 _advance(state._raw_finished, state.finished, (model, reason), value, restarted)
             for reason, value in m.rejected.items():
                 _advance(state._raw_rejected, state.rejected, (model, reason), value, restarted)
+            for (name, label), value in m.labelled.items():
+                _advance(state._raw_labelled, state.labelled, (model, name, label), value, restarted)
+            for name, hist in m.histograms.items():
+                state.histograms.setdefault((model, name), MonotonicHistogram()).advance(hist, restarted)
             history = state.history.setdefault(model, deque(maxlen=self.history_len))
             history.append(
                 CounterPoint(
