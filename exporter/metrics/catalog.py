@@ -203,6 +203,26 @@ TOKENS = MetricSpec(
     (*REQUEST_LABELS, "type"),
     each=2,
 )
+# Request lengths per model: which context window a model's traffic pays for, and how long its answers are. Powers
+# of two, as context windows are. Per model only: per tenant they would cost 39 series a pair (23,400 at 200 tenants
+# x 3 models, twice the whole default budget), and a tenant's mean length is llm_tokens_total / llm_requests_total.
+INPUT_LENGTH = MetricSpec(
+    "llm_request_input_tokens",
+    Kind.HISTOGRAM,
+    "Prompt tokens per finished sequence (span gen_ai.usage.prompt_tokens; cached prefix tokens included): the "
+    "distribution that says which context window the traffic needs.",
+    MODEL_LABELS,
+    tuple(float(2**i) for i in range(4, 21)),  # 16 .. 1,048,576
+)
+OUTPUT_LENGTH = MetricSpec(
+    "llm_request_output_tokens",
+    Kind.HISTOGRAM,
+    "Output tokens per finished sequence (span gen_ai.usage.completion_tokens).",
+    MODEL_LABELS,
+    tuple(float(2**i) for i in range(16)),  # 1 .. 32,768
+)
+LENGTH_HISTOGRAMS: tuple[MetricSpec, ...] = (INPUT_LENGTH, OUTPUT_LENGTH)
+
 # Per (model, tenant) only the edges tenant questions need: every SLO threshold the chart's SLO spec uses is one
 # (slo_latency_thresholds adds them), so a per-tenant SLO can count good requests. 6 series each, not ~30.
 TENANT_TTFT = MetricSpec(
@@ -344,7 +364,7 @@ SERIES = MetricSpec(
     "costs the Prometheus that scrapes it.",
     ("family",),
     scope=FIXED,
-    each=81,
+    each=83,
 )
 
 SELF_METRICS: tuple[MetricSpec, ...] = (
@@ -1037,6 +1057,7 @@ ALL: tuple[MetricSpec, ...] = (
     *TENANT_HISTOGRAMS,
     REQUESTS,
     TOKENS,
+    *LENGTH_HISTOGRAMS,
     *SELF_METRICS,
     *PROCESS_METRICS,
     *ENGINE_METRICS,

@@ -69,7 +69,8 @@ PHASES = ("prefill", "decode")
 @dataclass(slots=True)
 class ModelSeries:
     """Everything observed for one model: every latency histogram at full resolution over all its requests (TTFT
-    and TPOT once per throttled value, which is how they are exposed), and KV token-seconds by phase."""
+    and TPOT once per throttled value, which is how they are exposed), the request-length histograms, and KV
+    token-seconds by phase."""
 
     histograms: dict[str, Histogram]
     by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
@@ -127,7 +128,7 @@ class RequestAggregator:
         given = buckets or {}
         self.buckets: dict[str, tuple[float, ...]] = {
             spec.name: tuple(given.get(spec.name, spec.default_buckets))
-            for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)
+            for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
         }
         self.models: dict[str, ModelSeries] = {}
         self.series: dict[tuple[str, str], TenantSeries] = {}
@@ -142,7 +143,10 @@ class RequestAggregator:
     def _model(self, model: str) -> ModelSeries:
         series = self.models.get(model)
         if series is None:
-            histograms = {s.name: Histogram(self.buckets[s.name]) for s in catalog.LATENCY_HISTOGRAMS}
+            histograms = {
+                s.name: Histogram(self.buckets[s.name])
+                for s in (*catalog.LATENCY_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
+            }
             series = self.models[model] = ModelSeries(histograms)
         return series
 
@@ -219,6 +223,8 @@ class RequestAggregator:
         h[catalog.PREFILL.name].observe(span.prefill_s, trace_id, ts)
         h[catalog.DECODE.name].observe(span.decode_s, trace_id, ts)
         h[catalog.E2E.name].observe(span.e2e_s, trace_id, ts)
+        h[catalog.INPUT_LENGTH.name].observe(span.prompt_tokens, trace_id, ts)
+        h[catalog.OUTPUT_LENGTH.name].observe(span.completion_tokens, trace_id, ts)
         tpot = span.tpot_s
         if tpot is not None:
             h[catalog.TPOT.name].observe(tpot, trace_id, ts)

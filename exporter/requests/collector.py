@@ -44,7 +44,10 @@ class RequestCollector(Collector):
 
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
-        hists = {spec.name: histogram(spec) for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
+        hists = {
+            spec.name: histogram(spec)
+            for spec in (*catalog.LATENCY_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
+        }
         requests = counter(catalog.REQUESTS)
         tokens = counter(catalog.TOKENS)
         kv = counter(catalog.KV_TOKEN_SECONDS)
