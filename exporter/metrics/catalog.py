@@ -616,7 +616,8 @@ ENGINE_KV_BLOCK_IDLE = MetricSpec(
     "llm_engine_kv_block_idle_before_evict_seconds",
     Kind.HISTOGRAM,
     "Time KV-cache blocks sat unused before they were evicted (vllm:kv_block_idle_before_evict_seconds, "
-    f"{_RESIDENCY}): short idle times with a high hit ratio wanted mean the cache is too small for the reuse.",
+    f"{_RESIDENCY}): blocks evicted after a short idle time were likely to be used again, so the cache is small "
+    "for the traffic's reuse.",
     ENGINE_LABELS,
     _RESIDENCY_EDGES,
     scope=INSTANCE,
