@@ -195,7 +195,7 @@ def parse(text: str) -> EngineReading:
     rejected: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     labelled: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
     gauges: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
-    # model -> field -> [per-le cumulative counts in vLLM's order, sum, count], summed over engines
+    # model -> HISTOGRAM_FIELDS field -> its samples, summed over engines
     histograms: dict[str, dict[str, _HistogramSums]] = defaultdict(dict)
     http: dict[str, float] = defaultdict(float)
     kv_capacity: dict[str, float] = defaultdict(float)
@@ -296,7 +296,7 @@ class _HistogramSums:
     __slots__ = ("buckets", "count", "sum")
 
     def __init__(self) -> None:
-        self.buckets: dict[str, float] = {}  # le -> cumulative count; insertion order is vLLM's bucket order
+        self.buckets: dict[str, float] = {}  # le as written -> cumulative count
         self.sum: float | None = None
         self.count: float | None = None
 
@@ -310,11 +310,17 @@ class _HistogramSums:
 
     @property
     def complete(self) -> bool:
-        """Buckets ending in +Inf, a sum and a count: anything less is not re-exported."""
-        return bool(self.buckets) and "+Inf" in self.buckets and self.sum is not None and self.count is not None
+        """Numeric bucket edges up to +Inf, a sum and a count: anything less is not re-exported."""
+        return (
+            "+Inf" in self.buckets
+            and all(le == "+Inf" or _number(le) is not None for le in self.buckets)
+            and self.sum is not None
+            and self.count is not None
+        )
 
     def reading(self) -> HistogramReading:
-        buckets = sorted(self.buckets.items(), key=lambda item: float(item[0]))  # "+Inf" sorts last as float
+        """The edges in increasing order (+Inf last), as `le` was written."""
+        buckets = sorted(self.buckets.items(), key=lambda item: _edge(item[0]))
         return HistogramReading(tuple(buckets), self.sum or 0.0, self.count or 0.0)
 
 
@@ -327,6 +333,12 @@ def _kv_capacity(labels: dict[str, str]) -> tuple[float | None, float | None]:
     memory = _number(labels.get("kv_cache_memory_bytes"))
     per_token = memory / tokens if memory is not None and tokens else None
     return tokens, per_token
+
+
+def _edge(le: str) -> float:
+    """A bucket's upper bound as a number (+Inf, and anything else not finite, last)."""
+    value = _number(le)
+    return math.inf if value is None else value
 
 
 def _number(text: str | None) -> float | None:

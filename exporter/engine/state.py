@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from exporter.engine.parse import COUNTER_FIELDS, EngineReading, HistogramReading, ModelReading
 
-K = TypeVar("K")
+_K = TypeVar("_K")
 
 # llm_engine_instance_info's mfu_metrics: whether vLLM's estimated FLOPs and bytes counters are there to use.
 MFU_ON, MFU_OFF, MFU_ABSENT, MFU_UNKNOWN = "on", "off", "absent", "unknown"
@@ -113,9 +113,9 @@ class InstanceState:
 
 
 def _advance(
-    raw_prev: dict[K, float],
-    totals: dict[K, float],
-    key: K,
+    raw_prev: dict[_K, float],
+    totals: dict[_K, float],
+    key: _K,
     raw: float,
     restarted: bool,
 ) -> None:

@@ -265,3 +265,20 @@ def test_histograms_and_labelled_counters_stay_monotonic_across_a_restart() -> N
     twice = _render(scraper)
     assert total(twice, lifetime + "_count", LABELS) == 2 * total(before, lifetime + "_count", LABELS) == 46
     assert total(twice, lifetime + "_sum", LABELS) == 2 * total(before, lifetime + "_sum", LABELS)
+
+
+def test_a_histogram_with_a_bad_edge_or_without_its_sum_is_not_re_exported() -> None:
+    lines = [
+        'vllm:kv_block_lifetime_seconds_bucket{engine="0",le="0.0",model_name="m"} 1.0',
+        'vllm:kv_block_lifetime_seconds_bucket{engine="0",le="+Inf",model_name="m"} 2.0',
+        'vllm:kv_block_lifetime_seconds_sum{engine="0",model_name="m"} 3.0',
+        'vllm:kv_block_lifetime_seconds_count{engine="0",model_name="m"} 2.0',
+        'vllm:kv_block_idle_before_evict_seconds_bucket{engine="0",le="soon",model_name="m"} 1.0',
+        'vllm:kv_block_idle_before_evict_seconds_bucket{engine="0",le="+Inf",model_name="m"} 1.0',
+        'vllm:kv_block_idle_before_evict_seconds_sum{engine="0",model_name="m"} 1.0',
+        'vllm:kv_block_idle_before_evict_seconds_count{engine="0",model_name="m"} 1.0',
+        'vllm:kv_block_reuse_gap_seconds_bucket{engine="0",le="+Inf",model_name="m"} 1.0',
+    ]
+    histograms = parse("\n".join(reversed(lines)) + "\n").models["m"].histograms
+    assert set(histograms) == {"kv_block_lifetime"}
+    assert histograms["kv_block_lifetime"].buckets == (("0.0", 1.0), ("+Inf", 2.0))  # an edge of 0 sorts first
