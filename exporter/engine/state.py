@@ -12,6 +12,7 @@ from typing import TypeVar
 from exporter.engine.parse import COUNTER_FIELDS, EngineReading, HistogramReading, ModelReading
 
 _K = TypeVar("_K")
+_Seen = tuple[float, float]  # a counter's offset (what earlier processes counted) and its last raw value
 
 # llm_engine_instance_info's mfu_metrics: whether vLLM's estimated FLOPs and bytes counters are there to use.
 MFU_ON, MFU_OFF, MFU_ABSENT, MFU_UNKNOWN = "on", "off", "absent", "unknown"
@@ -42,16 +43,16 @@ class InstanceState:
     errors: Counter[str] = field(default_factory=Counter)
     totals: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, counter) -> monotonic value
     finished: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
-    _raw: dict[tuple[str, str], float] = field(default_factory=dict)
-    _raw_finished: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    _raw_finished: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     rejected: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
-    _raw_rejected: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw_rejected: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     http_responses: dict[tuple[str, str], float] = field(default_factory=dict)  # ("", status class) -> monotonic
-    _raw_http: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw_http: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
     absent_since: float | None = None  # left the topology at this time (not scraped since)
     labelled: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, field, label) -> monotonic
-    _raw_labelled: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    _raw_labelled: dict[tuple[str, str, str], _Seen] = field(default_factory=dict)
     histograms: dict[tuple[str, str], MonotonicHistogram] = field(default_factory=dict)  # (model, field)
 
     def label_of(self, model: str) -> str:
@@ -113,21 +114,23 @@ class InstanceState:
 
 
 def _advance(
-    raw_prev: dict[_K, float],
+    seen: dict[_K, _Seen],
     totals: dict[_K, float],
     key: _K,
     raw: float,
     restarted: bool,
 ) -> None:
-    """Add a counter's growth since the last scrape to its monotonic total; after a restart all of it is new."""
-    previous = raw_prev.get(key)
-    if previous is None:
-        totals[key] = raw
-    elif restarted or raw < previous:
-        totals[key] += raw
-    else:
-        totals[key] += raw - previous
-    raw_prev[key] = raw
+    """Make a counter's monotonic total what earlier processes counted plus this process's raw value; after a
+    restart all of the raw value is new. Until a restart the total is vLLM's own value, bit for bit (adding up
+    differences would drift from it in the last digits of a float)."""
+    previous = seen.get(key)
+    offset = 0.0
+    if previous is not None:
+        offset, last = previous
+        if restarted or raw < last:
+            offset = totals[key]
+    totals[key] = offset + raw
+    seen[key] = (offset, raw)
 
 
 class MonotonicHistogram:
@@ -138,22 +141,18 @@ class MonotonicHistogram:
     def __init__(self) -> None:
         self.edges: tuple[str, ...] = ()
         self._totals: dict[str, float] = {}  # le, "sum", "count" -> monotonic value
-        self._raw: dict[str, float] = {}
+        self._raw: dict[str, _Seen] = {}
 
     def advance(self, reading: HistogramReading, restarted: bool) -> None:
         """Add the growth since the last scrape; new bucket edges (vLLM reconfigured) start the histogram over."""
         edges = tuple(le for le, _ in reading.buckets)
         if edges != self.edges:
             self.edges, self._totals, self._raw = edges, {}, {}
+        # A reset is the histogram's as a whole (its count went down), so that every bucket starts over together.
+        last_count = self._raw.get("count")
+        reset = restarted or (last_count is not None and reading.count < last_count[1])
         for key, raw in (*reading.buckets, ("sum", reading.sum), ("count", reading.count)):
-            previous = self._raw.get(key)
-            if previous is None:
-                self._totals[key] = raw
-            elif restarted or raw < previous:
-                self._totals[key] += raw
-            else:
-                self._totals[key] += raw - previous
-            self._raw[key] = raw
+            _advance(self._raw, self._totals, key, raw, reset)
 
     @property
     def buckets(self) -> list[tuple[str, float]]:

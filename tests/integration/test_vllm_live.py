@@ -6,6 +6,7 @@ exporter process; one mixed workload runs against each, and every test reads the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -219,9 +220,8 @@ def test_carried_engine_series_equal_vllms_own(live: LiveRun) -> None:
     equals vLLM's own, sample for sample (bucket by bucket), once the exporter has scraped the quiet server."""
     want = vllm_side(httpx.get(f"{live.server.base_url}/metrics", timeout=10).text, SERVED_NAME)
     instance = live.engine["vllm_instance"]
-    wait_for(lambda: exporter_side(live.exporter.scrape(), instance) == want, 15, "the engine scrape to catch up")
-    text = live.exporter.scrape()
-    assert exporter_side(text, instance) == want
+    text = _caught_up(live.exporter, instance, want)
+    assert exporter_side(text, instance) == want, _differences(exporter_side(text, instance), want)
     assert len(want) == 105  # 3 estimates, 3 + 1 + 5 prompt-token series, 2 external, 2 + 3 gauges, 4 histograms
     # Not just zeros: the workload did work the estimates count and evicted blocks the residency histograms saw.
     assert total(text, catalog.ENGINE_ESTIMATED_FLOPS.name, live.engine) > 0
@@ -283,8 +283,8 @@ def test_zz_vllm_killed_and_restarted_is_reported_and_survived(live: LiveRun) ->
     # the new process's.
     want = _continued(carried_before, vllm_side(vllm_now, SERVED_NAME))
     instance = live.engine["vllm_instance"]
-    wait_for(lambda: exporter_side(exporter.scrape(), instance) == want, 15, "the carried series to catch up")
-    assert exporter_side(exporter.scrape(), instance) == want
+    carried = exporter_side(_caught_up(exporter, instance, want), instance)
+    assert carried == want, _differences(carried, want)
     ready = total(after, catalog.ENGINE_TIME_TO_READY.name, live.instance_label)
     assert 1 < ready < 300
 
@@ -293,3 +293,15 @@ def _continued(before: Series, fresh: Series) -> Series:
     """The exporter's carried series after a restart: counters and histogram samples add up, gauges are new."""
     gauges = {catalog.ENGINE_WAITING_BY_REASON.name, catalog.ENGINE_SLEEP_STATE.name}
     return {key: value + (0.0 if key[0] in gauges else before[key]) for key, value in fresh.items()}
+
+
+def _caught_up(exporter: ExporterProcess, instance: str, want: Series, timeout_s: float = 15) -> str:
+    """The exporter's answer once its carried series for `instance` are `want` (or the last one after the timeout)."""
+    with contextlib.suppress(TimeoutError):  # the assertion after says what differs
+        wait_for(lambda: exporter_side(exporter.scrape(), instance) == want, timeout_s, "the engine scrape")
+    return exporter.scrape()
+
+
+def _differences(got: Series, want: Series) -> str:
+    keys = sorted(set(got) | set(want), key=str)
+    return "\n".join(f"{k}: exporter {got.get(k)!r}, vLLM {want.get(k)!r}" for k in keys if got.get(k) != want.get(k))

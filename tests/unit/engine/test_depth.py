@@ -282,3 +282,22 @@ def test_a_histogram_with_a_bad_edge_or_without_its_sum_is_not_re_exported() -> 
     histograms = parse("\n".join(reversed(lines)) + "\n").models["m"].histograms
     assert set(histograms) == {"kv_block_lifetime"}
     assert histograms["kv_block_lifetime"].buckets == (("0.0", 1.0), ("+Inf", 2.0))  # an edge of 0 sorts first
+
+
+def test_until_a_restart_a_carried_value_is_vllms_own_bit_for_bit() -> None:
+    def body(seconds: float, count: float) -> str:
+        return (
+            'vllm:kv_block_lifetime_seconds_bucket{engine="0",le="+Inf",model_name="tiny"} ' + f"{count}\n"
+            'vllm:kv_block_lifetime_seconds_sum{engine="0",model_name="tiny"} ' + f"{seconds!r}\n"
+            'vllm:kv_block_lifetime_seconds_count{engine="0",model_name="tiny"} ' + f"{count}\n"
+        )
+
+    sums = (0.22694029922859627, 2.3355131413909214, 2.422715394557338, 4.164876425987141)  # seconds, growing
+    added_up = sums[0] + (sums[1] - sums[0]) + (sums[2] - sums[1]) + (sums[3] - sums[2])
+    assert added_up != sums[-1]  # what adding up the growth between scrapes would serve: 4.164876425987142
+    scraper = _scraper(*(body(seconds, float(i + 1)) for i, seconds in enumerate(sums)))
+    for _ in sums[:-1]:
+        _render(scraper)
+    text = _render(scraper)
+    assert total(text, catalog.ENGINE_KV_BLOCK_LIFETIME.name + "_sum", LABELS) == sums[-1]
+    assert total(text, catalog.ENGINE_KV_BLOCK_LIFETIME.name + "_count", LABELS) == 4
