@@ -1,4 +1,5 @@
-"""GPU and KV cache: memory, bandwidth, power, energy, clocks and their reasons, XIDs, KV cache and cold starts."""
+"""GPU and KV cache: memory and its purposes, utilisation against the peak, bandwidth, power, energy, clocks and their
+reasons, XIDs, request lengths, KV cache and cold starts."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ from exporter.dashboards import promql as q
 from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
 from exporter.metrics import catalog as c
+from exporter.metrics import promql as base
 
 UID = "llm-gpu-kv"
 
 
 def _per_gpu(spec: c.MetricSpec, legend: str = "GPU {{index}}", **match: str) -> Query:
     return Query(f"max by (index) ({q.sel(spec, **match)})", legend)
+
+
+def _by_index(expr: str, by: str) -> str:
+    """`expr` (one series per GPU UUID, plus `by`) with each GPU's NVML index, for legends like the gpu_* panels'."""
+    return f"max by (index, {by}) ({expr} * on (gpu) group_left (index) {q.sel(c.GPU_INFO)})"
+
+
+_MFU_HOW = (
+    " No series: vLLM was started without --enable-mfu-metrics (see 'vLLM estimates per instance'), or the GPU is not"
+    " in the exporter's peak table (exporter/gpu/peaks.py; the exporter logs its product name once)."
+)
 
 
 def spec() -> DashboardSpec:
@@ -40,6 +53,68 @@ def spec() -> DashboardSpec:
                 _per_gpu(c.GPU_DRAM_BANDWIDTH, "DRAM BW GPU {{index}}"),
             ),
             unit="percentunit",
+        ),
+        PanelSpec(
+            "GPU memory by purpose: KV cache vs the rest",
+            "Each GPU's memory used by its vLLM instance: kv_cache is the KV cache vLLM allocated on it (the bill of "
+            "long context: how many tokens can be resident), other is the rest of the instance's processes' memory "
+            "(weights, activations, CUDA graphs); total is the GPU's installed memory. vLLM reports the KV size in "
+            "bytes only when started with --kv-cache-memory-bytes (it otherwise sizes the cache from "
+            "--gpu-memory-utilization and reports blocks and tokens only): without it there is no split." + FILTERS,
+            (
+                Query(
+                    _by_index(base.sum_by("gpu, purpose", q.sel(c.ENGINE_GPU_MEMORY)), "purpose"),
+                    "GPU {{index}} {{purpose}}",
+                ),
+                _per_gpu(c.GPU_MEMORY_TOTAL, "total GPU {{index}}"),
+            ),
+            unit="bytes",
+        ),
+        PanelSpec(
+            "Memory bandwidth: vLLM's estimate vs measured (GPM)",
+            "Estimated: the bytes vLLM estimates each GPU read and wrote, over the GPU's peak bandwidth from the peak "
+            "table. Measured: GPM's DRAM bandwidth utilisation of the same GPU (Hopper and later). Decode streams "
+            "weights and KV, so a decode-heavy GPU near 1 here is at its ceiling: batch more or quantize. A large "
+            "gap is a finding: another process on the GPU, a wrong peak, or traffic the estimate misses (attention "
+            "kernels, communication)." + _MFU_HOW + FILTERS,
+            (
+                Query(
+                    _by_index(base.sum_by("gpu", base.rate(q.sel(c.ENGINE_MEMORY_TRAFFIC_AT_PEAK), q.RATE)), "gpu"),
+                    "estimated GPU {{index}}",
+                ),
+                _per_gpu(c.GPU_DRAM_BANDWIDTH, "measured GPU {{index}}"),
+            ),
+            unit="percentunit",
+        ),
+        PanelSpec(
+            "Model FLOPs utilisation (MFU)",
+            "vLLM's estimated FLOPs per GPU over the GPU's dense peak (BF16/FP16, and FP8 for models that run their "
+            "matmuls in FP8), averaged over each instance's GPUs. Prefill is compute-bound: a prefill-heavy instance "
+            "far below its peak has room to batch more; decode is bandwidth-bound and sits low here by nature (see "
+            "bandwidth beside). The split by phase is not in vLLM's counters; with prefill/decode disaggregation, "
+            "the prefill instances' line is prefill's." + _MFU_HOW + FILTERS,
+            (
+                Query(
+                    f"avg by ({engine}) ({base.rate(q.sel(c.ENGINE_COMPUTE_AT_PEAK, precision='bf16'), q.RATE)})",
+                    "{{vllm_instance}} (BF16 peak)",
+                ),
+                Query(
+                    f"avg by ({engine}) ({base.rate(q.sel(c.ENGINE_COMPUTE_AT_PEAK, precision='fp8'), q.RATE)})",
+                    "{{vllm_instance}} (FP8 peak)",
+                ),
+            ),
+            unit="percentunit",
+            w=18,
+        ),
+        PanelSpec(
+            "vLLM estimates per instance",
+            "Instances by whether vLLM counts estimated FLOPs and bytes (llm_engine_instance_info mfu_metrics): on; "
+            "off = vLLM serves the counters but they stay 0 after work: add --enable-mfu-metrics to the vLLM command "
+            "line (vllm serve ... --enable-mfu-metrics); absent = this vLLM version does not have them; unknown = "
+            "not scraped yet or no work yet." + FILTERS,
+            (Query(f"count by (mfu_metrics) ({q.sel(c.INSTANCE_INFO)})", "{{mfu_metrics}}"),),
+            kind="stat",
+            w=6,
         ),
         PanelSpec(
             "Power",
@@ -114,6 +189,61 @@ def spec() -> DashboardSpec:
             w=8,
         ),
         PanelSpec(
+            "Prompt tokens by source",
+            "Prompt tokens per second by where their KV came from: computed here (local_compute), this engine's "
+            "prefix cache (local_cache_hit), or a KV connector (external_kv_transfer: another instance, LMCache, a "
+            "prefill server in a prefill/decode split). Only computed tokens cost prefill." + FILTERS,
+            (Query(q.rate(c.ENGINE_PROMPT_TOKENS_BY_SOURCE, "source"), "{{source}}"),),
+            w=8,
+        ),
+        PanelSpec(
+            "External KV cache hit ratio",
+            "Share of the prompt tokens looked up through a KV connector (cross-instance cache) that it supplied. "
+            "No connector: no lookups, so no ratio." + FILTERS,
+            (
+                Query(
+                    q.ratio(
+                        q.rate(c.ENGINE_EXTERNAL_PREFIX_HITS, "model"),
+                        q.rate(c.ENGINE_EXTERNAL_PREFIX_QUERIES, "model"),
+                    ),
+                    "{{model}}",
+                ),
+            ),
+            unit="percentunit",
+            w=8,
+        ),
+        PanelSpec(
+            "Waiting requests by reason",
+            "Requests in each engine's queue: capacity (no room in the batch or KV cache: more replicas or a bigger "
+            "cache) or deferred (a transient hold: LoRA budget, a KV transfer in flight)." + FILTERS,
+            (Query(f"sum by (reason) ({q.sel(c.ENGINE_WAITING_BY_REASON)})", "{{reason}}"),),
+            w=8,
+        ),
+        PanelSpec(
+            "KV block residency",
+            "How long KV-cache blocks live before they are evicted for reuse, and how long they sat unused before "
+            "that (p50 and p90 per model, vLLM's --kv-cache-metrics, sampled blocks). Blocks evicted after a short "
+            "idle time were likely to be reused: the cache is small for the traffic's reuse. No series: vLLM runs "
+            "without --kv-cache-metrics." + FILTERS,
+            (
+                Query(q.quantile(0.5, c.ENGINE_KV_BLOCK_LIFETIME, "model"), "{{model}} lifetime p50"),
+                Query(q.quantile(0.9, c.ENGINE_KV_BLOCK_LIFETIME, "model"), "{{model}} lifetime p90"),
+                Query(q.quantile(0.5, c.ENGINE_KV_BLOCK_IDLE, "model"), "{{model}} idle before eviction p50"),
+            ),
+            unit="s",
+        ),
+        PanelSpec(
+            "Request lengths",
+            "Prompt and output tokens per request, percentiles per model (from the request spans): the prompt "
+            "length is which context window the traffic pays for, and with the output length what each request "
+            "holds in the KV cache." + FILTERS,
+            (
+                Query(q.quantile(0.5, c.INPUT_LENGTH, "model"), "{{model}} prompt p50"),
+                Query(q.quantile(0.95, c.INPUT_LENGTH, "model"), "{{model}} prompt p95"),
+                Query(q.quantile(0.95, c.OUTPUT_LENGTH, "model"), "{{model}} output p95"),
+            ),
+        ),
+        PanelSpec(
             "Cold start: start-up phases",
             "Duration of each phase of the last vLLM start-up per model (from its start-up spans): total, model "
             "and weight loading, warm-up, KV-cache allocation." + FILTERS,
@@ -133,8 +263,10 @@ def spec() -> DashboardSpec:
     return DashboardSpec(
         UID,
         "LLM / GPU and KV cache",
-        "GPU memory, bandwidth, power, energy, clocks and clock-event reasons, XID errors, KV-cache usage and "
-        "headroom, preemptions, prefix-cache hits and cold-start times.",
+        "GPU memory (and the KV cache's share of it), MFU and memory bandwidth (vLLM's estimate against the GPU's "
+        "peak, and measured), power, energy, clocks and clock-event reasons, XID errors, request lengths, KV-cache "
+        "usage, headroom, residency and prompt tokens by source, preemptions, prefix-cache hits and cold-start "
+        "times.",
         panels,
         VARIABLES,
     )

@@ -9,6 +9,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+
+def _counter(name: str) -> tuple[str, str]:
+    return name + "_total", name
+
+
 # Canonical field <- every name vLLM has used for it (with and without `_total`: prometheus_client before 0.19
 # and vLLM's own old exporters wrote counters without the suffix).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -35,9 +40,56 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "admission_rejections": ("vllm:admission_rejections_total", "vllm:admission_rejections"),
     "http": ("http_requests_total",),
     "process_start": ("process_start_time_seconds",),
+    # Newer and opt-in series (docs/design.md §3); absent from older versions, and then absent here too.
+    "flops": _counter("vllm:estimated_flops_per_gpu"),  # --enable-mfu-metrics
+    "read_bytes": _counter("vllm:estimated_read_bytes_per_gpu"),
+    "write_bytes": _counter("vllm:estimated_write_bytes_per_gpu"),
+    "prompt_cached": _counter("vllm:prompt_tokens_cached"),
+    "external_queries": _counter("vllm:external_prefix_cache_queries"),  # KV connectors (LMCache, NIXL, ...)
+    "external_hits": _counter("vllm:external_prefix_cache_hits"),
+    "spec_drafts": _counter("vllm:spec_decode_num_drafts"),  # speculative decoding
+    "spec_draft_tokens": _counter("vllm:spec_decode_num_draft_tokens"),
+    "spec_accepted": _counter("vllm:spec_decode_num_accepted_tokens"),
+    "prompt_by_source": _counter("vllm:prompt_tokens_by_source"),
+    "cached_by_source": _counter("vllm:prompt_tokens_cached_by_source"),
+    "spec_accepted_per_pos": _counter("vllm:spec_decode_num_accepted_tokens_per_pos"),
+    "waiting_by_reason": ("vllm:num_requests_waiting_by_reason",),
+    "sleep_state": ("vllm:engine_sleep_state",),
+}
+# Histograms vLLM keeps that the exporter re-exports (its own bucket edges, whatever they are): canonical field <-
+# vLLM's family name. The residency ones need --kv-cache-metrics.
+HISTOGRAM_FIELDS: dict[str, str] = {
+    "kv_block_lifetime": "vllm:kv_block_lifetime_seconds",
+    "kv_block_idle_before_evict": "vllm:kv_block_idle_before_evict_seconds",
+    "kv_block_reuse_gap": "vllm:kv_block_reuse_gap_seconds",
+    "prefill_kv_computed": "vllm:request_prefill_kv_computed_tokens",
 }
 _FIELD_OF: dict[str, str] = {name: key for key, names in _ALIASES.items() for name in names}
-COUNTER_FIELDS = ("prefix_queries", "prefix_hits", "preemptions", "prompt_tokens", "generation_tokens")
+_HISTOGRAM_OF: dict[str, tuple[str, str]] = {
+    f"{family}_{part}": (key, part) for key, family in HISTOGRAM_FIELDS.items() for part in ("bucket", "sum", "count")
+}
+COUNTER_FIELDS = (
+    "prefix_queries",
+    "prefix_hits",
+    "preemptions",
+    "prompt_tokens",
+    "generation_tokens",
+    "flops",
+    "read_bytes",
+    "write_bytes",
+    "prompt_cached",
+    "external_queries",
+    "external_hits",
+    "spec_drafts",
+    "spec_draft_tokens",
+    "spec_accepted",
+)
+# vLLM counts these per GPU of an engine: over data-parallel engines the instance's value is their mean, not sum.
+PER_GPU_FIELDS = frozenset({"flops", "read_bytes", "write_bytes"})
+# Counters with one label beside model and engine: canonical field -> that label's name.
+LABELLED_COUNTERS = {"prompt_by_source": "source", "cached_by_source": "source", "spec_accepted_per_pos": "position"}
+# Gauges with one label: field -> label name (summed over engines: with one engine, vLLM's values).
+LABELLED_GAUGES = {"waiting_by_reason": "reason", "sleep_state": "sleep_state"}
 
 
 class EngineParseError(ValueError):
@@ -61,6 +113,20 @@ class ModelReading:
     counters: dict[str, float] = field(default_factory=dict)  # COUNTER_FIELDS, raw as vLLM reports them
     finished: dict[str, float] = field(default_factory=dict)  # by finished_reason, raw
     rejected: dict[str, float] = field(default_factory=dict)  # admission rejections by reason, raw
+    labelled: dict[tuple[str, str], float] = field(default_factory=dict)  # (LABELLED_COUNTERS field, value), raw
+    gauges: dict[tuple[str, str], float] = field(default_factory=dict)  # (LABELLED_GAUGES field, value)
+    histograms: dict[str, HistogramReading] = field(default_factory=dict)  # HISTOGRAM_FIELDS, raw
+    kv_memory_bytes: float | None = None  # KV cache per GPU (cache_config_info), when vLLM reports it
+
+
+@dataclass(frozen=True)
+class HistogramReading:
+    """One of vLLM's histograms summed over engines: cumulative count per bucket (`le` as vLLM writes it, +Inf
+    last), sum and count."""
+
+    buckets: tuple[tuple[str, float], ...]
+    sum: float
+    count: float
 
 
 @dataclass(frozen=True)
@@ -127,9 +193,14 @@ def parse(text: str) -> EngineReading:
     per_model: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     finished: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     rejected: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    labelled: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
+    gauges: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
+    # model -> HISTOGRAM_FIELDS field -> its samples, summed over engines
+    histograms: dict[str, dict[str, _HistogramSums]] = defaultdict(dict)
     http: dict[str, float] = defaultdict(float)
     kv_capacity: dict[str, float] = defaultdict(float)
     kv_bytes: dict[str, float] = defaultdict(float)
+    kv_memory: dict[str, float] = {}
     process_start: float | None = None
     seen_vllm = False
     for line in text.splitlines():
@@ -138,9 +209,19 @@ def parse(text: str) -> EngineReading:
         end = line.find("{")
         if end < 0:
             end = line.find(" ")
-        key = _FIELD_OF.get(line[:end] if end >= 0 else line)
+        name = line[:end] if end >= 0 else line
+        key = _FIELD_OF.get(name)
         if key is None:
-            seen_vllm = seen_vllm or line.startswith("vllm:")
+            part = _HISTOGRAM_OF.get(name)
+            if part is None:
+                seen_vllm = seen_vllm or line.startswith("vllm:")
+                continue
+            seen_vllm = True
+            _, labels, value = _split(line)
+            if not math.isnan(value):
+                model = labels.get("model_name", "")
+                sums = histograms[model].setdefault(part[0], _HistogramSums())
+                sums.add(part[1], labels.get("le", ""), value)
             continue
         _, labels, value = _split(line)
         if key == "process_start":
@@ -170,12 +251,20 @@ def parse(text: str) -> EngineReading:
                 kv_capacity[model] += capacity
                 if per_token is not None:
                     kv_bytes[model] = per_token
+            memory = _number(labels.get("kv_cache_memory_bytes"))
+            if memory is not None:
+                # Per GPU by vLLM's definition; data-parallel engines have the same setting.
+                kv_memory[model] = max(memory, kv_memory.get(model, 0.0))
+        elif key in LABELLED_COUNTERS:
+            labelled[model][(key, labels.get(LABELLED_COUNTERS[key], ""))] += value
+        elif key in LABELLED_GAUGES:
+            gauges[model][(key, labels.get(LABELLED_GAUGES[key], ""))] += value
         else:
             per_model[model][key].append(value)
     if not seen_vllm:
         raise EngineParseError("parse_error", "no vllm: series in the body: not a vLLM /metrics endpoint")
     models: dict[str, ModelReading] = {}
-    for model in set(per_model) | set(finished) | set(rejected):
+    for model in set(per_model) | set(finished) | set(rejected) | set(labelled) | set(gauges) | set(histograms):
         if not model:
             continue  # cache_config_info of old versions has no model label; it is attached below
         values = per_model.get(model, {})
@@ -186,11 +275,53 @@ def parse(text: str) -> EngineReading:
             kv_usage_ratio=max(values["kv_usage"]) if values.get("kv_usage") else None,
             kv_capacity_tokens=kv_capacity.get(model) or kv_capacity.get("") or None,
             kv_bytes_per_token=kv_bytes.get(model) or kv_bytes.get("") or None,
-            counters={k: sum(values[k]) for k in COUNTER_FIELDS if values.get(k)},
+            counters={
+                k: sum(values[k]) / (len(values[k]) if k in PER_GPU_FIELDS else 1)
+                for k in COUNTER_FIELDS
+                if values.get(k)
+            },
             finished=dict(finished.get(model, {})),
             rejected=dict(rejected.get(model, {})),
+            labelled=dict(labelled.get(model, {})),
+            gauges=dict(gauges.get(model, {})),
+            histograms={k: h.reading() for k, h in histograms.get(model, {}).items() if h.complete},
+            kv_memory_bytes=kv_memory.get(model) or kv_memory.get("") or None,
         )
     return EngineReading(models, process_start, dict(http))
+
+
+class _HistogramSums:
+    """A histogram's samples as they are read, summed over engines (one engine's lines follow another's)."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, float] = {}  # le as written -> cumulative count
+        self.sum: float | None = None
+        self.count: float | None = None
+
+    def add(self, part: str, le: str, value: float) -> None:
+        if part == "bucket":
+            self.buckets[le] = self.buckets.get(le, 0.0) + value
+        elif part == "sum":
+            self.sum = (self.sum or 0.0) + value
+        else:
+            self.count = (self.count or 0.0) + value
+
+    @property
+    def complete(self) -> bool:
+        """Numeric bucket edges up to +Inf, a sum and a count: anything less is not re-exported."""
+        return (
+            "+Inf" in self.buckets
+            and all(le == "+Inf" or _number(le) is not None for le in self.buckets)
+            and self.sum is not None
+            and self.count is not None
+        )
+
+    def reading(self) -> HistogramReading:
+        """The edges in increasing order (+Inf last), as `le` was written."""
+        buckets = sorted(self.buckets.items(), key=lambda item: _edge(item[0]))
+        return HistogramReading(tuple(buckets), self.sum or 0.0, self.count or 0.0)
 
 
 def _kv_capacity(labels: dict[str, str]) -> tuple[float | None, float | None]:
@@ -202,6 +333,12 @@ def _kv_capacity(labels: dict[str, str]) -> tuple[float | None, float | None]:
     memory = _number(labels.get("kv_cache_memory_bytes"))
     per_token = memory / tokens if memory is not None and tokens else None
     return tokens, per_token
+
+
+def _edge(le: str) -> float:
+    """A bucket's upper bound as a number (+Inf, and anything else not finite, last)."""
+    value = _number(le)
+    return math.inf if value is None else value
 
 
 def _number(text: str | None) -> float | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from exporter.engine.parse import EngineParseError, parse
-from exporter.engine.state import CounterPoint, EngineTracker, InstanceState
+from exporter.engine.state import MFU_UNKNOWN, CounterPoint, EngineTracker, InstanceState
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,13 @@ class EngineScraper:
         with self.lock:
             state = self.tracker.instances.get(instance)
             return state.counter_points() if state is not None else ()
+
+    def mfu_metrics(self, instance: str) -> str:
+        """Whether an instance's vLLM counts estimated FLOPs and bytes: on, off, absent or unknown (the label of
+        llm_engine_instance_info)."""
+        with self.lock:
+            state = self.tracker.instances.get(instance)
+            return state.mfu_metrics if state is not None else MFU_UNKNOWN
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Mapping[str, InstanceState]]:

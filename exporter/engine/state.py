@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from exporter.engine.parse import COUNTER_FIELDS, EngineReading, ModelReading
+from exporter.engine.parse import COUNTER_FIELDS, EngineReading, HistogramReading, ModelReading
+
+_K = TypeVar("_K")
+_Seen = tuple[float, float]  # a counter's offset (what earlier processes counted) and its last raw value
+
+# llm_engine_instance_info's mfu_metrics: whether vLLM's estimated FLOPs and bytes counters are there to use.
+MFU_ON, MFU_OFF, MFU_ABSENT, MFU_UNKNOWN = "on", "off", "absent", "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +43,17 @@ class InstanceState:
     errors: Counter[str] = field(default_factory=Counter)
     totals: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, counter) -> monotonic value
     finished: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
-    _raw: dict[tuple[str, str], float] = field(default_factory=dict)
-    _raw_finished: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    _raw_finished: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     rejected: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, reason) -> monotonic value
-    _raw_rejected: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw_rejected: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     http_responses: dict[tuple[str, str], float] = field(default_factory=dict)  # ("", status class) -> monotonic
-    _raw_http: dict[tuple[str, str], float] = field(default_factory=dict)
+    _raw_http: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     history: dict[str, deque[CounterPoint]] = field(default_factory=dict)
     absent_since: float | None = None  # left the topology at this time (not scraped since)
+    labelled: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, field, label) -> monotonic
+    _raw_labelled: dict[tuple[str, str, str], _Seen] = field(default_factory=dict)
+    histograms: dict[tuple[str, str], MonotonicHistogram] = field(default_factory=dict)  # (model, field)
 
     def label_of(self, model: str) -> str:
         """The model label: the configured one wins over the served name vLLM reports."""
@@ -75,6 +85,27 @@ class InstanceState:
         return tuple(merged[t] for t in sorted(merged))
 
     @property
+    def mfu_metrics(self) -> str:
+        """Whether vLLM's estimated FLOPs and bytes are usable: on (they count), off (served but still 0 after
+        the engine did work: --enable-mfu-metrics not given, or vLLM cannot estimate this model), absent (this
+        vLLM does not serve them) or unknown (no good scrape yet, or no work yet to tell off from on)."""
+        reading = self.last_reading
+        if reading is None or not reading.models:
+            return MFU_UNKNOWN
+        flops = [m.counters["flops"] for m in reading.models.values() if "flops" in m.counters]
+        if not flops:
+            return MFU_ABSENT
+        if any(f > 0 for f in flops):
+            return MFU_ON
+        # vLLM 0.32 registers the counters whatever the flag and counts only with it: zeros after token work
+        # mean the flag is off (the raw values of this process, not the monotonic totals of earlier ones).
+        work = sum(
+            m.counters.get("prompt_tokens", 0.0) + m.counters.get("generation_tokens", 0.0)
+            for m in reading.models.values()
+        )
+        return MFU_OFF if work > 0 else MFU_UNKNOWN
+
+    @property
     def models(self) -> list[ModelReading]:
         """The models of the last successful scrape (empty while down: stale values are not served)."""
         if not self.up or self.last_reading is None:
@@ -83,21 +114,55 @@ class InstanceState:
 
 
 def _advance(
-    raw_prev: dict[tuple[str, str], float],
-    totals: dict[tuple[str, str], float],
-    key: tuple[str, str],
+    seen: dict[_K, _Seen],
+    totals: dict[_K, float],
+    key: _K,
     raw: float,
     restarted: bool,
 ) -> None:
-    """Add a counter's growth since the last scrape to its monotonic total; after a restart all of it is new."""
-    previous = raw_prev.get(key)
-    if previous is None:
-        totals[key] = raw
-    elif restarted or raw < previous:
-        totals[key] += raw
-    else:
-        totals[key] += raw - previous
-    raw_prev[key] = raw
+    """Make a counter's monotonic total what earlier processes counted plus this process's raw value; after a
+    restart all of the raw value is new. Until a restart the total is vLLM's own value, bit for bit (adding up
+    differences would drift from it in the last digits of a float)."""
+    previous = seen.get(key)
+    offset = 0.0
+    if previous is not None:
+        offset, last = previous
+        if restarted or raw < last:
+            offset = totals[key]
+    totals[key] = offset + raw
+    seen[key] = (offset, raw)
+
+
+class MonotonicHistogram:
+    """One of vLLM's histograms kept monotonic across restarts, bucket by bucket, as counters are."""
+
+    __slots__ = ("_raw", "_totals", "edges")
+
+    def __init__(self) -> None:
+        self.edges: tuple[str, ...] = ()
+        self._totals: dict[str, float] = {}  # le, "sum", "count" -> monotonic value
+        self._raw: dict[str, _Seen] = {}
+
+    def advance(self, reading: HistogramReading, restarted: bool) -> None:
+        """Add the growth since the last scrape; new bucket edges (vLLM reconfigured) start the histogram over."""
+        edges = tuple(le for le, _ in reading.buckets)
+        if edges != self.edges:
+            self.edges, self._totals, self._raw = edges, {}, {}
+        # A reset is the histogram's as a whole (its count went down), so that every bucket starts over together.
+        last_count = self._raw.get("count")
+        reset = restarted or (last_count is not None and reading.count < last_count[1])
+        for key, raw in (*reading.buckets, ("sum", reading.sum), ("count", reading.count)):
+            _advance(self._raw, self._totals, key, raw, reset)
+
+    @property
+    def buckets(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) in vLLM's order, +Inf last."""
+        return [(le, self._totals[le]) for le in self.edges]
+
+    @property
+    def sum(self) -> float:
+        """Sum of the observations."""
+        return self._totals.get("sum", 0.0)
 
 
 class EngineTracker:
@@ -153,6 +218,10 @@ class EngineTracker:
                 _advance(state._raw_finished, state.finished, (model, reason), value, restarted)
             for reason, value in m.rejected.items():
                 _advance(state._raw_rejected, state.rejected, (model, reason), value, restarted)
+            for (name, label), value in m.labelled.items():
+                _advance(state._raw_labelled, state.labelled, (model, name, label), value, restarted)
+            for name, hist in m.histograms.items():
+                state.histograms.setdefault((model, name), MonotonicHistogram()).advance(hist, restarted)
             history = state.history.setdefault(model, deque(maxlen=self.history_len))
             history.append(
                 CounterPoint(

@@ -203,6 +203,26 @@ TOKENS = MetricSpec(
     (*REQUEST_LABELS, "type"),
     each=2,
 )
+# Request lengths per model: which context window a model's traffic pays for, and how long its answers are. Powers
+# of two, as context windows are. Per model only: per tenant they would cost 39 series a pair (23,400 at 200 tenants
+# x 3 models, twice the whole default budget), and a tenant's mean length is llm_tokens_total / llm_requests_total.
+INPUT_LENGTH = MetricSpec(
+    "llm_request_input_tokens",
+    Kind.HISTOGRAM,
+    "Prompt tokens per finished sequence (span gen_ai.usage.prompt_tokens; cached prefix tokens included): the "
+    "distribution that says which context window the traffic needs.",
+    MODEL_LABELS,
+    tuple(float(2**i) for i in range(4, 21)),  # 16 .. 1,048,576
+)
+OUTPUT_LENGTH = MetricSpec(
+    "llm_request_output_tokens",
+    Kind.HISTOGRAM,
+    "Output tokens per finished sequence (span gen_ai.usage.completion_tokens).",
+    MODEL_LABELS,
+    tuple(float(2**i) for i in range(16)),  # 1 .. 32,768
+)
+LENGTH_HISTOGRAMS: tuple[MetricSpec, ...] = (INPUT_LENGTH, OUTPUT_LENGTH)
+
 # Per (model, tenant) only the edges tenant questions need: every SLO threshold the chart's SLO spec uses is one
 # (slo_latency_thresholds adds them), so a per-tenant SLO can count good requests. 6 series each, not ~30.
 TENANT_TTFT = MetricSpec(
@@ -374,7 +394,7 @@ SERIES = MetricSpec(
     "costs the Prometheus that scrapes it.",
     ("family",),
     scope=FIXED,
-    each=60,
+    each=83,
 )
 
 SELF_METRICS: tuple[MetricSpec, ...] = (
@@ -519,6 +539,201 @@ ENGINE_SCRAPE_ERRORS = MetricSpec(
     "too_large, error.",
     ("vllm_instance", "reason"),
 )
+# What vLLM counts beyond the basics: opt-in (--enable-mfu-metrics, --kv-cache-metrics), with a KV connector, with
+# speculative decoding, or only in newer versions. Each is served only where vLLM serves it: an older vLLM, or one
+# without the flag, gives no series rather than zeros. One vLLM server serves one model, so these cost per instance.
+_MONOTONIC = "vLLM's counter, kept monotonic across restarts"
+ENGINE_ESTIMATED_FLOPS = MetricSpec(
+    "llm_engine_estimated_flops_per_gpu_total",
+    Kind.COUNTER,
+    "Floating-point operations vLLM estimates each GPU of the instance did (vllm:estimated_flops_per_gpu, with "
+    f"--enable-mfu-metrics; the mean over data-parallel engines; {_MONOTONIC}). Against the GPU's peak: "
+    "llm_engine_compute_at_peak_seconds_total.",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_ESTIMATED_READ = MetricSpec(
+    "llm_engine_estimated_read_bytes_per_gpu_total",
+    Kind.COUNTER,
+    "Bytes vLLM estimates each GPU of the instance read from device memory (vllm:estimated_read_bytes_per_gpu, "
+    f"with --enable-mfu-metrics; {_MONOTONIC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_ESTIMATED_WRITE = MetricSpec(
+    "llm_engine_estimated_write_bytes_per_gpu_total",
+    Kind.COUNTER,
+    "Bytes vLLM estimates each GPU of the instance wrote to device memory (vllm:estimated_write_bytes_per_gpu, "
+    f"with --enable-mfu-metrics; {_MONOTONIC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_PROMPT_TOKENS_BY_SOURCE = MetricSpec(
+    "llm_engine_prompt_tokens_by_source_total",
+    Kind.COUNTER,
+    "Prompt tokens by where their KV came from: source = local_compute (prefilled here), local_cache_hit (this "
+    f"engine's prefix cache) or external_kv_transfer (a KV connector: another instance, LMCache, ...) ({_MONOTONIC}).",
+    (*ENGINE_LABELS, "source"),
+    each=3,
+    scope=INSTANCE,
+)
+ENGINE_PROMPT_TOKENS_CACHED = MetricSpec(
+    "llm_engine_prompt_tokens_cached_total",
+    Kind.COUNTER,
+    f"Prompt tokens not computed because their KV was cached, locally or through a KV connector ({_MONOTONIC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_PROMPT_TOKENS_CACHED_BY_SOURCE = MetricSpec(
+    "llm_engine_prompt_tokens_cached_by_source_total",
+    Kind.COUNTER,
+    "Prefix-cache hit tokens by the tier that held them: source = device (this GPU's memory), host (offloaded to "
+    "CPU memory), disk, p2p (another vLLM instance) or external_unspecified; counted at admission "
+    f"({_MONOTONIC}).",
+    (*ENGINE_LABELS, "source"),
+    each=5,
+    scope=INSTANCE,
+)
+ENGINE_EXTERNAL_PREFIX_QUERIES = MetricSpec(
+    "llm_engine_external_prefix_cache_queries_tokens_total",
+    Kind.COUNTER,
+    f"Prompt tokens looked up through the KV connector (cross-instance cache: LMCache, NIXL, ...) ({_MONOTONIC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_EXTERNAL_PREFIX_HITS = MetricSpec(
+    "llm_engine_external_prefix_cache_hits_tokens_total",
+    Kind.COUNTER,
+    f"Prompt tokens the KV connector supplied instead of a prefill ({_MONOTONIC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_WAITING_BY_REASON = MetricSpec(
+    "llm_engine_requests_waiting_by_reason",
+    Kind.GAUGE,
+    "Requests waiting in the engine's queue by reason: capacity (no room in the batch or the KV cache) or deferred "
+    "(held back by a transient constraint: LoRA budget, a KV transfer in flight); they sum to "
+    "llm_engine_requests_waiting.",
+    (*ENGINE_LABELS, "reason"),
+    each=2,
+    scope=INSTANCE,
+)
+ENGINE_SLEEP_STATE = MetricSpec(
+    "llm_engine_sleep_state",
+    Kind.GAUGE,
+    "Engines of the instance in each sleep state (1 or 0 with one engine): sleep_state = awake, weights_offloaded "
+    "(sleep level 1) or discard_all (level 2). A sleeping engine holds its GPUs but serves nothing.",
+    (*ENGINE_LABELS, "sleep_state"),
+    each=3,
+    scope=INSTANCE,
+)
+# vLLM's own bucket edges are re-exported as they are (it lets them be configured); the costs count its defaults.
+_RESIDENCY_EDGES = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1200.0, 1800.0,
+)  # fmt: skip
+_RESIDENCY = "with --kv-cache-metrics, sampled blocks only (--kv-cache-metrics-sample, default 1 %)"
+ENGINE_KV_BLOCK_LIFETIME = MetricSpec(
+    "llm_engine_kv_block_lifetime_seconds",
+    Kind.HISTOGRAM,
+    f"KV-cache blocks from allocation until they are evicted for reuse (vllm:kv_block_lifetime_seconds, {_RESIDENCY};"
+    " vLLM's bucket edges; monotonic across restarts).",
+    ENGINE_LABELS,
+    _RESIDENCY_EDGES,
+    scope=INSTANCE,
+)
+ENGINE_KV_BLOCK_IDLE = MetricSpec(
+    "llm_engine_kv_block_idle_before_evict_seconds",
+    Kind.HISTOGRAM,
+    "Time KV-cache blocks sat unused before they were evicted (vllm:kv_block_idle_before_evict_seconds, "
+    f"{_RESIDENCY}): blocks evicted after a short idle time were likely to be used again, so the cache is small "
+    "for the traffic's reuse.",
+    ENGINE_LABELS,
+    _RESIDENCY_EDGES,
+    scope=INSTANCE,
+)
+ENGINE_KV_BLOCK_REUSE_GAP = MetricSpec(
+    "llm_engine_kv_block_reuse_gap_seconds",
+    Kind.HISTOGRAM,
+    "Time between consecutive uses of a cached KV block, observed when it is evicted (vllm:kv_block_reuse_gap_seconds"
+    f", {_RESIDENCY}).",
+    ENGINE_LABELS,
+    _RESIDENCY_EDGES,
+    scope=INSTANCE,
+)
+ENGINE_PREFILL_KV_COMPUTED = MetricSpec(
+    "llm_engine_request_prefill_kv_computed_tokens",
+    Kind.HISTOGRAM,
+    "Prompt tokens each request actually prefilled, cached ones excluded (vllm:request_prefill_kv_computed_tokens, "
+    "vLLM's bucket edges; monotonic across restarts); beside llm_request_input_tokens it shows what caching saved.",
+    ENGINE_LABELS,
+    (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0),  # 32k context
+    scope=INSTANCE,
+)
+_SPEC = f"with speculative decoding; {_MONOTONIC}"
+ENGINE_SPEC_DRAFTS = MetricSpec(
+    "llm_engine_spec_decode_drafts_total",
+    Kind.COUNTER,
+    f"Speculative-decoding drafts proposed ({_SPEC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_SPEC_DRAFT_TOKENS = MetricSpec(
+    "llm_engine_spec_decode_draft_tokens_total",
+    Kind.COUNTER,
+    f"Draft tokens proposed ({_SPEC}).",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_SPEC_ACCEPTED = MetricSpec(
+    "llm_engine_spec_decode_accepted_tokens_total",
+    Kind.COUNTER,
+    f"Draft tokens the target model accepted ({_SPEC}); over draft tokens: the acceptance rate.",
+    ENGINE_LABELS,
+    scope=INSTANCE,
+)
+ENGINE_SPEC_ACCEPTED_PER_POSITION = MetricSpec(
+    "llm_engine_spec_decode_accepted_tokens_per_position_total",
+    Kind.COUNTER,
+    "Accepted draft tokens by position in the draft (0 = first); over llm_engine_spec_decode_drafts_total: the "
+    f"acceptance rate per position ({_SPEC}).",
+    (*ENGINE_LABELS, "position"),
+    each=4,  # one per speculative token (--num-speculative-tokens, commonly 3 to 5)
+    scope=INSTANCE,
+)
+# Against the peak table (exporter/gpu/peaks.py), per GPU of the instance: counters whose rate is the utilisation,
+# so any window gives the mean over it. A GPU missing from the table has no series (its name is logged once).
+ENGINE_GPU_LABELS = (*ENGINE_LABELS, "gpu")
+ENGINE_COMPUTE_AT_PEAK = MetricSpec(
+    "llm_engine_compute_at_peak_seconds_total",
+    Kind.COUNTER,
+    "vLLM's estimated FLOPs per GPU over the GPU's dense peak at precision (bf16 = BF16/FP16, fp8; from the peak "
+    "table, by NVML product name): the seconds that work would take at peak. Its rate is the model FLOPs "
+    "utilisation (MFU, 0..1). gpu = NVML UUID; absent without --enable-mfu-metrics or for a GPU not in the table.",
+    (*ENGINE_GPU_LABELS, "precision"),
+    each=2,  # bf16, fp8 (GPUs without FP8 units: bf16 only)
+    scope=GPU,
+)
+ENGINE_MEMORY_TRAFFIC_AT_PEAK = MetricSpec(
+    "llm_engine_memory_traffic_at_peak_seconds_total",
+    Kind.COUNTER,
+    "vLLM's estimated bytes read and written per GPU over the GPU's peak memory bandwidth (peak table): the "
+    "seconds that traffic would take at peak. Its rate is the estimated memory-bandwidth utilisation (0..1), to "
+    "set beside the measured gpu_dram_bandwidth_utilization_ratio. gpu = NVML UUID; absent as the compute one.",
+    ENGINE_GPU_LABELS,
+    scope=GPU,
+)
+ENGINE_GPU_MEMORY = MetricSpec(
+    "llm_engine_gpu_memory_bytes",
+    Kind.GAUGE,
+    "The instance's device memory on each of its GPUs by purpose: kv_cache (vLLM's KV cache per GPU, from "
+    "cache_config_info kv_cache_memory_bytes) and other (the rest of its processes' NVML memory: weights, "
+    "activations, CUDA graphs). Only where vLLM reports the KV size (--kv-cache-memory-bytes; without it vLLM "
+    "sizes the cache from --gpu-memory-utilization and reports no bytes) and NVML the processes' memory.",
+    (*ENGINE_GPU_LABELS, "purpose"),
+    each=2,
+    scope=GPU,
+)
 ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_UP,
     ENGINE_RUNNING,
@@ -538,6 +753,27 @@ ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_TIME_TO_READY,
     ENGINE_STARTUP_PHASE,
     ENGINE_SCRAPE_ERRORS,
+    ENGINE_ESTIMATED_FLOPS,
+    ENGINE_ESTIMATED_READ,
+    ENGINE_ESTIMATED_WRITE,
+    ENGINE_PROMPT_TOKENS_BY_SOURCE,
+    ENGINE_PROMPT_TOKENS_CACHED,
+    ENGINE_PROMPT_TOKENS_CACHED_BY_SOURCE,
+    ENGINE_EXTERNAL_PREFIX_QUERIES,
+    ENGINE_EXTERNAL_PREFIX_HITS,
+    ENGINE_WAITING_BY_REASON,
+    ENGINE_SLEEP_STATE,
+    ENGINE_KV_BLOCK_LIFETIME,
+    ENGINE_KV_BLOCK_IDLE,
+    ENGINE_KV_BLOCK_REUSE_GAP,
+    ENGINE_PREFILL_KV_COMPUTED,
+    ENGINE_SPEC_DRAFTS,
+    ENGINE_SPEC_DRAFT_TOKENS,
+    ENGINE_SPEC_ACCEPTED,
+    ENGINE_SPEC_ACCEPTED_PER_POSITION,
+    ENGINE_COMPUTE_AT_PEAK,
+    ENGINE_MEMORY_TRAFFIC_AT_PEAK,
+    ENGINE_GPU_MEMORY,
 )
 
 # --- Attribution (who used the GPU) ---
@@ -807,10 +1043,12 @@ INSTANCE_INFO = MetricSpec(
     Kind.GAUGE,
     "Always 1 per vLLM instance discovered on this node: vllm_instance = its id (the same as the llm_engine_* "
     "series), model = configured or inferred model ('' until known), namespace and pod (Kubernetes, else ''), "
-    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown), role = prefill, decode or both "
+    "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown); role = prefill, decode or both "
     "(prefill/decode disaggregation: the pod's llm-d.ai/role label, the static config's role, vLLM's "
-    "--kv-transfer-config kv_role, else '').",
-    ("vllm_instance", "model", "namespace", "pod", "gpus", "role"),
+    "--kv-transfer-config kv_role, else ''); mfu_metrics = whether vLLM's estimated FLOPs and bytes count: on, off "
+    "(served but 0 after the engine did work: start vLLM with --enable-mfu-metrics), absent (this vLLM does not "
+    "serve them) or unknown (no scrape or no work yet).",
+    ("vllm_instance", "model", "namespace", "pod", "gpus", "role", "mfu_metrics"),
 )
 TOPOLOGY_INSTANCES = MetricSpec(
     "llm_exporter_topology_instances",
@@ -852,6 +1090,7 @@ ALL: tuple[MetricSpec, ...] = (
     *TENANT_HISTOGRAMS,
     REQUESTS,
     TOKENS,
+    *LENGTH_HISTOGRAMS,
     PD_HANDOFF,
     PD_DECODE_TTFT,
     PD_HALVES,

@@ -62,6 +62,7 @@ THROTTLED_HISTOGRAMS = (catalog.TTFT.name, catalog.TPOT.name)
 # Names looked up once per observation on the worker's hot path.
 _TTFT, _TPOT, _QUEUE, _PREFILL, _DECODE, _E2E = (s.name for s in catalog.LATENCY_HISTOGRAMS)
 _PD_HANDOFF, _PD_DECODE_TTFT = catalog.PD_HANDOFF.name, catalog.PD_DECODE_TTFT.name
+_INPUT_LENGTH, _OUTPUT_LENGTH = catalog.INPUT_LENGTH.name, catalog.OUTPUT_LENGTH.name
 TENANT_CAP = 200  # distinct tenants per model
 MODEL_CAP = 64
 SERIES_MAX = 12_000  # 600 (model, tenant) pairs at ~19 series: 200 tenants x 3 models
@@ -71,8 +72,8 @@ PHASES = ("prefill", "decode")
 @dataclass(slots=True)
 class ModelSeries:
     """Everything observed for one model: every latency histogram at full resolution over all its requests (TTFT
-    and TPOT only per throttled value, which is how they are exposed: `overall` adds them up), and KV token-seconds
-    by phase."""
+    and TPOT only per throttled value, which is how they are exposed: `overall` adds them up), the request-length
+    histograms, and KV token-seconds by phase."""
 
     histograms: dict[str, Histogram]
     by_throttle: dict[tuple[str, str], Histogram] = field(default_factory=dict)
@@ -146,7 +147,7 @@ class RequestAggregator:
         given = buckets or {}
         self.buckets: dict[str, tuple[float, ...]] = {
             spec.name: tuple(given.get(spec.name, spec.default_buckets))
-            for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)
+            for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
         }
         self.models: dict[str, ModelSeries] = {}
         self.series: dict[tuple[str, str], TenantSeries] = {}
@@ -163,7 +164,7 @@ class RequestAggregator:
         if series is None:
             histograms = {
                 s.name: Histogram(self.buckets[s.name])
-                for s in catalog.MODEL_HISTOGRAMS
+                for s in (*catalog.MODEL_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
                 if s.name not in THROTTLED_HISTOGRAMS
             }
             series = self.models[model] = ModelSeries(histograms)
@@ -250,12 +251,14 @@ class RequestAggregator:
         pair.requests += 1
         pair.input_tokens += span.prompt_tokens
         pair.output_tokens += span.completion_tokens
+        h = model.histograms
+        h[_INPUT_LENGTH].observe(span.prompt_tokens, trace_id, ts)
+        h[_OUTPUT_LENGTH].observe(span.completion_tokens, trace_id, ts)
         kv = model.kv_token_seconds
         prefill_kv, decode_kv = span.kv_token_seconds().values()
         kv["prefill"] += prefill_kv
         kv["decode"] += decode_kv
         pair.kv_token_seconds += prefill_kv + decode_kv
-        h = model.histograms
         by_throttle = model.by_throttle
         if kind is Kind.DECODE_ALONE:
             model.halves[("decode", "alone")] += 1

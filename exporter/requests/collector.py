@@ -59,7 +59,10 @@ class RequestCollector(Collector):
 
     def _request_families(self) -> Iterator[Metric]:
         agg = self.pipeline.aggregator
-        hists = {spec.name: histogram(spec) for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS)}
+        hists = {
+            spec.name: histogram(spec)
+            for spec in (*catalog.MODEL_HISTOGRAMS, *catalog.TENANT_HISTOGRAMS, *catalog.LENGTH_HISTOGRAMS)
+        }
         halves = counter(catalog.PD_HALVES)
         requests = counter(catalog.REQUESTS)
         tokens = counter(catalog.TOKENS)

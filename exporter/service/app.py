@@ -18,6 +18,7 @@ from exporter.attribution.forwarder import SpanForwarder
 from exporter.attribution.stage import AttributionStage
 from exporter.engine.collector import EngineCollector
 from exporter.engine.scraper import EngineScraper, ScrapeTarget
+from exporter.engine.usage import placements
 from exporter.gpu.collector import GpuCollector
 from exporter.gpu.sampler import GpuSampler
 from exporter.otlp import grpc_receiver
@@ -99,8 +100,8 @@ class Exporter:
             StatsCollector(self.stats),
             QueueCollector(self.pipeline),
             GpuCollector(self.gpus),
-            TopologyCollector(self.topology),
-            EngineCollector(self.scraper),
+            TopologyCollector(self.topology, self.scraper.mfu_metrics),
+            EngineCollector(self.scraper, placements(self.topology.current, self.gpus.snapshot)),
             AttributionCollector(self.attribution),
         ):
             self.live_registry.register(collector)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from exporter.sim.kv import KvCache
 from exporter.sim.workload import Arrival
@@ -84,6 +85,31 @@ class Work:
     cost_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class KvEviction:
+    """A cached prefix evicted to make room, as vLLM's --kv-cache-metrics observes each of its blocks: from
+    allocation to eviction, idle since the last use, and the gaps between its last few uses (vLLM keeps 4)."""
+
+    blocks: int
+    lifetime_s: float
+    idle_s: float
+    reuse_gaps_s: tuple[float, ...]
+
+
+@dataclass
+class _PrefixLife:
+    """When a cached prefix was computed and last used (only what the residency histograms need)."""
+
+    blocks: int
+    born: float
+    uses: deque[float] = field(default_factory=lambda: deque(maxlen=4))
+
+    def evicted(self, now: float) -> KvEviction:
+        last = self.uses[-1] if self.uses else self.born
+        gaps = tuple(b - a for a, b in pairwise(self.uses))
+        return KvEviction(self.blocks, now - self.born, now - last, gaps)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """A scheduled step: the work of each request and the cost split by kind, at full clock."""
@@ -97,6 +123,7 @@ class StepPlan:
     admitted: tuple[SimRequest, ...]
     prefix_queries: int = 0  # tokens of the admitted requests looked up in the prefix cache
     prefix_hits: int = 0  # of which found there
+    kv_evictions: tuple[KvEviction, ...] = ()  # cached prefixes evicted since the last plan
 
     @property
     def nominal_s(self) -> float:
@@ -137,6 +164,9 @@ class EngineModel:
     prefix_queries: int = 0  # tokens looked up in the prefix cache (vLLM counts at every admission)
     prefix_hits: int = 0
     preemptions: int = 0
+    # Cached blocks the simulation observes are its shared prefixes (a request's own blocks are freed, not cached).
+    _prefix_lives: dict[str, _PrefixLife] = field(default_factory=dict)
+    _evictions: list[KvEviction] = field(default_factory=list)
 
     def add(self, request: SimRequest) -> None:
         """Queue a request (its `queued_at` must not be after the next `schedule` time)."""
@@ -192,7 +222,7 @@ class EngineModel:
                 i += 1
         return chosen, budget
 
-    def _admit(self, request: SimRequest) -> int:
+    def _admit(self, request: SimRequest, now: float) -> int:
         """Look the request's prefix up and reference it; returns the hit in tokens."""
         arrival = request.arrival
         context = request.prompt_tokens + request.generated
@@ -200,6 +230,9 @@ class EngineModel:
         if hit and arrival.prefix_id is not None:
             self.kv.ref_prefix(arrival.prefix_id)
             request.prefix_ref, request.shared = arrival.prefix_id, hit
+            life = self._prefix_lives.get(arrival.prefix_id)
+            if life is not None:
+                life.uses.append(now)
         request.computed = hit
         request.prefill_target = context
         return hit
@@ -209,7 +242,7 @@ class EngineModel:
         admitted: list[SimRequest] = []
         while self.waiting and len(self.running) < self.config.max_num_seqs and budget > 0:
             request = self.waiting[0]
-            hit = self._admit(request)
+            hit = self._admit(request, now)
             n = min(request.prefill_target - request.computed, budget)
             if not self.kv.grow(request.id, self._private_blocks(request, request.computed + n)):
                 self._drop_kv(request)
@@ -232,13 +265,19 @@ class EngineModel:
         if self.idle:
             return None
         preempted: list[SimRequest] = []
+        cached = set(self.kv.prefixes)
         chosen, budget = self._schedule_running(self.config.max_num_batched_tokens, preempted)
         admitted: list[SimRequest] = []
         if not preempted:
             more, admitted = self._schedule_waiting(now, budget)
             chosen += more
+        for prefix_id in cached.difference(self.kv.prefixes):  # evicted to make room for this step
+            life = self._prefix_lives.pop(prefix_id, None)
+            if life is not None:
+                self._evictions.append(life.evicted(now))
         if not chosen:
             return None  # everything was preempted or nothing fits: wait for the next arrival or a finish
+        evictions, self._evictions = tuple(self._evictions), []
         work: list[Work] = []
         prefill_s = decode_s = 0.0
         for request, n in chosen:
@@ -259,6 +298,7 @@ class EngineModel:
             tuple(admitted),
             prefix_queries=sum(r.prefill_target for r in admitted),
             prefix_hits=sum(r.shared for r in admitted),
+            kv_evictions=evictions,
         )
 
     def complete(self, plan: StepPlan, end: float) -> StepOutcome:
@@ -270,7 +310,7 @@ class EngineModel:
                 request.computed += item.prefill_tokens
                 if request.prefilling:
                     continue  # more chunks to go: no output yet
-                self._promote_prefix(request)
+                self._promote_prefix(request, end)
             else:
                 request.computed += 1
             request.generated += 1
@@ -288,13 +328,14 @@ class EngineModel:
                 outcome.finished.append(request)
         return outcome
 
-    def _promote_prefix(self, request: SimRequest) -> None:
+    def _promote_prefix(self, request: SimRequest, now: float) -> None:
         arrival = request.arrival
         if arrival.prefix_id is None or request.prefix_ref is not None:
             return
         if self.kv.promote_prefix(request.id, arrival.prefix_id, arrival.prefix_tokens):
             request.prefix_ref = arrival.prefix_id
             request.shared = arrival.prefix_tokens // self.kv.block_size * self.kv.block_size
+            self._prefix_lives[arrival.prefix_id] = _PrefixLife(self.kv.prefixes[arrival.prefix_id].blocks, now)
 
     def abort_all(self) -> list[SimRequest]:
         """Drop every request (the engine died); returns them."""
@@ -302,4 +343,6 @@ class EngineModel:
         self.running.clear()
         self.waiting.clear()
         self.kv.clear()
+        self._prefix_lives.clear()  # vLLM resets its block metrics with the cache: no evictions observed
+        self._evictions.clear()
         return dropped

@@ -9,6 +9,7 @@ instrumentator (nothing reads them).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,14 @@ _TTFT: tuple[float, ...] = (
     160.0, 640.0, 2560.0,
 )  # fmt: skip
 
-# name -> (help, bucket upper bounds), in vLLM's order.
+_RESIDENCY: tuple[float, ...] = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1200.0, 1800.0,
+)  # fmt: skip
+_SAMPLED = "Sampled metrics (controlled by --kv-cache-metrics-sample)."
+
+# name -> (help, bucket upper bounds), in vLLM's order. The last three are vLLM's with --kv-cache-metrics, as the
+# simulated node runs (exporter/samples/vllm-0.32-cpu/metrics-mfu-kv-cache-metrics.txt is a real capture).
 HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
     "vllm:request_prompt_tokens": ("Number of prefill tokens processed.", _TOKENS),
     "vllm:request_generation_tokens": ("Number of generation tokens processed.", _TOKENS),
@@ -67,6 +75,26 @@ HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
         "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
         _TOKENS,
     ),
+    "vllm:kv_block_lifetime_seconds": (
+        f"Histogram of KV cache block lifetime from allocation to eviction. {_SAMPLED}",
+        _RESIDENCY,
+    ),
+    "vllm:kv_block_idle_before_evict_seconds": (
+        f"Histogram of idle time before KV cache block eviction. {_SAMPLED}",
+        _RESIDENCY,
+    ),
+    "vllm:kv_block_reuse_gap_seconds": (
+        "Histogram of time gaps between consecutive KV cache block accesses. Only the most recent accesses are "
+        f"recorded (ring buffer). {_SAMPLED}",
+        _RESIDENCY,
+    ),
+}
+# With speculative decoding (vllm/v1/spec_decode/metrics.py): name -> help; per position has a `position` label.
+SPEC_DECODE: dict[str, str] = {
+    "vllm:spec_decode_num_drafts": "Number of spec decoding drafts.",
+    "vllm:spec_decode_num_draft_tokens": "Number of draft tokens.",
+    "vllm:spec_decode_num_accepted_tokens": "Number of accepted tokens.",
+    "vllm:spec_decode_num_accepted_tokens_per_pos": "Accepted tokens per draft position.",
 }
 
 # name (without _total) -> (help, extra label, its values); labels engine and model_name are always there.
@@ -139,10 +167,10 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        """Count one value (Prometheus `le` semantics)."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def observe(self, value: float, times: int = 1) -> None:
+        """Count a value `times` times (Prometheus `le` semantics)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.sum += value * times
 
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, cumulative count) pairs, +Inf last."""
@@ -155,11 +183,14 @@ class Histogram:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the flops and bytes estimates need: parameters and KV bytes per token, per GPU."""
+    """What the flops and bytes estimates need: parameters and KV bytes per token, per GPU; and, with speculative
+    decoding, the draft length and the chance each draft token is accepted given the ones before it were."""
 
     params: float
     tp: int
     kv_bytes_per_token: float
+    spec_tokens: int = 0  # --num-speculative-tokens; 0: no speculative decoding (and no spec_decode series)
+    spec_acceptance: float = 0.7
 
 
 @dataclass
@@ -178,6 +209,7 @@ class VllmStats:
     running: int = 0
     waiting: int = 0
     kv_usage: float = 0.0
+    spec_expected: defaultdict[int, float] = field(default_factory=lambda: defaultdict(float))  # by position
 
     def step(self, outcome: StepOutcome, decode_context: int) -> None:
         """Count one engine step; `decode_context` is the KV tokens its decodes read (their context when it ended)."""
@@ -198,10 +230,32 @@ class VllmStats:
         self.counters[("vllm:prefix_cache_queries", "")] += plan.prefix_queries
         self.counters[("vllm:prefix_cache_hits", "")] += plan.prefix_hits
         self.counters[("vllm:num_preemptions", "")] += len(plan.preempted)
+        for eviction in plan.kv_evictions:  # vLLM observes each block of an evicted cached prefix
+            h = self.histograms
+            h["vllm:kv_block_lifetime_seconds"].observe(eviction.lifetime_s, eviction.blocks)
+            h["vllm:kv_block_idle_before_evict_seconds"].observe(eviction.idle_s, eviction.blocks)
+            for gap in eviction.reuse_gaps_s:
+                h["vllm:kv_block_reuse_gap_seconds"].observe(gap, eviction.blocks)
+        if shape.spec_tokens:
+            self._speculate(sum(w.decode_tokens for w in plan.work))
         for request in outcome.first_tokens:
             self._first_token(request)
         for request in outcome.finished:
             self._finished(request)
+
+    def _speculate(self, drafts: int) -> None:
+        """One draft of `spec_tokens` per decode token; position i is accepted with spec_acceptance^(i+1) (every
+        earlier one must be too), counted in whole tokens that track that expectation exactly. The step's timing
+        stays one token per decode: only the counters are simulated."""
+        shape, counters = self.shape, self.counters
+        counters[("vllm:spec_decode_num_drafts", "")] += drafts
+        counters[("vllm:spec_decode_num_draft_tokens", "")] += drafts * shape.spec_tokens
+        for position in range(shape.spec_tokens):
+            key = ("vllm:spec_decode_num_accepted_tokens_per_pos", str(position))
+            self.spec_expected[position] += drafts * shape.spec_acceptance ** (position + 1)
+            accepted = math.floor(self.spec_expected[position]) - counters[key]
+            counters[key] += accepted
+            counters[("vllm:spec_decode_num_accepted_tokens", "")] += accepted
 
     def _first_token(self, request: SimRequest) -> None:
         arrival = request.arrival
@@ -250,12 +304,13 @@ class CacheConfig:
 
     block_size: int
     num_gpu_blocks: int
-    kv_cache_memory_bytes: int
+    kv_cache_memory_bytes: int  # the instance's whole KV pool; vLLM reports it per GPU (labels divides by TP)
     gpu_memory_utilization: float = 0.9
     max_num_seqs: int = 256
 
-    def labels(self) -> dict[str, str]:
-        """Every label of vllm:cache_config_info (engine excepted), as vLLM 0.32 writes them."""
+    def labels(self, tp: int = 1) -> dict[str, str]:
+        """Every label of vllm:cache_config_info (engine excepted), as vLLM 0.32 writes them for one of `tp`
+        tensor-parallel GPUs (kv_cache_memory_bytes is vLLM's per-GPU setting)."""
         tokens = self.num_gpu_blocks * self.block_size
         return {
             "_block_size_resolved": "True",
@@ -271,7 +326,7 @@ class CacheConfig:
             "kv_cache_dtype_skip_layers": "[]",
             "kv_cache_layout": "None",
             "kv_cache_max_concurrency": repr(float(self.max_num_seqs)),
-            "kv_cache_memory_bytes": str(self.kv_cache_memory_bytes),
+            "kv_cache_memory_bytes": str(self.kv_cache_memory_bytes // tp),
             "kv_cache_size_tokens": str(tokens),
             "kv_offloading_backend": "native",
             "kv_offloading_size": "None",
@@ -334,8 +389,11 @@ class _StatsCollector(Collector):
         yield rejections
         for name, (help_text, _bounds) in HISTOGRAMS.items():
             yield self._histogram(name, help_text, stats.histograms[name], base, created)
+        if stats.shape.spec_tokens:
+            yield from self._spec_decode(base, created)
         info = _metric("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", "gauge")
-        info.add_sample("vllm:cache_config_info", dict(sorted({**self.cache.labels(), "engine": "0"}.items())), 1.0)
+        labels = {**self.cache.labels(stats.shape.tp), "engine": "0"}
+        info.add_sample("vllm:cache_config_info", dict(sorted(labels.items())), 1.0)
         yield info
         yield self._http(created)
 
@@ -347,6 +405,17 @@ class _StatsCollector(Collector):
             metric.add_sample(name + "_total", labels, float(self.stats.counters[(name, value)]))
             metric.add_sample(name + "_created", labels, created)
         return metric
+
+    def _spec_decode(self, base: dict[str, str], created: float) -> Iterator[Metric]:
+        counters = self.stats.counters
+        for name, help_text in SPEC_DECODE.items():
+            metric = _metric(name, help_text, "counter")
+            positions = [str(p) for p in range(self.stats.shape.spec_tokens)] if name.endswith("_per_pos") else [""]
+            for position in positions:
+                labels = {**base, "position": position} if position else base
+                metric.add_sample(name + "_total", labels, float(counters[(name, position)]))
+                metric.add_sample(name + "_created", labels, created)
+            yield metric
 
     def _gauges(self, base: dict[str, str]) -> Iterator[Metric]:
         stats = self.stats

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -15,8 +15,10 @@ from exporter.topology.model import TopologySource
 class TopologyCollector(Collector):
     """Renders the source's current topology and error counters at scrape time."""
 
-    def __init__(self, source: TopologySource) -> None:
+    def __init__(self, source: TopologySource, mfu_metrics: Callable[[str], str] | None = None) -> None:
         self.source = source
+        # What the engine scraper knows of each instance's --enable-mfu-metrics (on, off, absent, unknown).
+        self.mfu_metrics = mfu_metrics or (lambda _: "unknown")
 
     def collect(self) -> Iterator[Metric]:
         """Build every topology family from one snapshot."""
@@ -32,6 +34,7 @@ class TopologyCollector(Collector):
                     instance.pod or "",
                     ",".join(instance.gpus),
                     instance.role or "",
+                    self.mfu_metrics(instance.id),
                 ],
                 1,
             )

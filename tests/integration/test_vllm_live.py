@@ -6,6 +6,7 @@ exporter process; one mixed workload runs against each, and every test reads the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from exporter.metrics import catalog
 from tests.support.procs import ExporterProcess, free_port, wait_for
 from tests.support.prom import by_label, total
 from tests.support.vllm import workload
+from tests.support.vllm.series import Series, exporter_side, vllm_side
 from tests.support.vllm.server import SERVED_NAME, SERVICE_NAME, VllmServer
 
 pytestmark = pytest.mark.vllm  # a real vLLM server (CPU build)
@@ -212,6 +214,23 @@ def test_engine_counters_equal_vllms_own(live: LiveRun) -> None:
     assert total(text, catalog.ENGINE_RUNNING.name, live.engine) == 0
 
 
+def test_carried_engine_series_equal_vllms_own(live: LiveRun) -> None:
+    """Every series the exporter carries from vLLM's /metrics (estimated FLOPs and bytes, cached prompt tokens by
+    source, external prefix cache, waiting by reason, sleep state, KV block residency, prefill-computed tokens)
+    equals vLLM's own, sample for sample (bucket by bucket), once the exporter has scraped the quiet server."""
+    want = vllm_side(httpx.get(f"{live.server.base_url}/metrics", timeout=10).text, SERVED_NAME)
+    instance = live.engine["vllm_instance"]
+    text = _caught_up(live.exporter, instance, want)
+    assert exporter_side(text, instance) == want, _differences(exporter_side(text, instance), want)
+    assert len(want) == 105  # 3 estimates, 3 + 1 + 5 prompt-token series, 2 external, 2 + 3 gauges, 4 histograms
+    # Not just zeros: the workload did work the estimates count and evicted blocks the residency histograms saw.
+    assert total(text, catalog.ENGINE_ESTIMATED_FLOPS.name, live.engine) > 0
+    assert total(text, catalog.ENGINE_KV_BLOCK_LIFETIME.name + "_count", live.engine) > 0
+    assert total(text, catalog.ENGINE_PROMPT_TOKENS_CACHED.name, live.engine) > 0  # the shared long prefix
+    info = by_label(text, catalog.INSTANCE_INFO.name, "mfu_metrics", live.instance_label)
+    assert info == {"on": 1.0}
+
+
 def _cache_label(text: str, label: str) -> str:
     from tests.support.prom import samples
 
@@ -233,6 +252,7 @@ def test_zz_vllm_killed_and_restarted_is_reported_and_survived(live: LiveRun) ->
     exporter, server = live.exporter, live.server
     before = exporter.scrape()
     prompt_before = total(before, catalog.ENGINE_PROMPT_TOKENS.name, live.engine)
+    carried_before = exporter_side(before, live.engine["vllm_instance"])
     server.stop()
     wait_for(
         lambda: total(exporter.scrape(), catalog.ENGINE_UP.name, live.engine) == 0, 15, "llm_engine_up to drop to 0"
@@ -259,5 +279,29 @@ def test_zz_vllm_killed_and_restarted_is_reported_and_survived(live: LiveRun) ->
     vllm_now = httpx.get(f"{server.base_url}/metrics", timeout=10).text
     fresh_prompt = total(vllm_now, VLLM_PROMPT, {"model_name": SERVED_NAME})
     assert total(after, catalog.ENGINE_PROMPT_TOKENS.name, live.engine) == prompt_before + fresh_prompt  # monotonic
+    # The carried counters and histograms too: what the old process counted plus what the new one has; gauges are
+    # the new process's.
+    want = _continued(carried_before, vllm_side(vllm_now, SERVED_NAME))
+    instance = live.engine["vllm_instance"]
+    carried = exporter_side(_caught_up(exporter, instance, want), instance)
+    assert carried == want, _differences(carried, want)
     ready = total(after, catalog.ENGINE_TIME_TO_READY.name, live.instance_label)
     assert 1 < ready < 300
+
+
+def _continued(before: Series, fresh: Series) -> Series:
+    """The exporter's carried series after a restart: counters and histogram samples add up, gauges are new."""
+    gauges = {catalog.ENGINE_WAITING_BY_REASON.name, catalog.ENGINE_SLEEP_STATE.name}
+    return {key: value + (0.0 if key[0] in gauges else before[key]) for key, value in fresh.items()}
+
+
+def _caught_up(exporter: ExporterProcess, instance: str, want: Series, timeout_s: float = 15) -> str:
+    """The exporter's answer once its carried series for `instance` are `want` (or the last one after the timeout)."""
+    with contextlib.suppress(TimeoutError):  # the assertion after says what differs
+        wait_for(lambda: exporter_side(exporter.scrape(), instance) == want, timeout_s, "the engine scrape")
+    return exporter.scrape()
+
+
+def _differences(got: Series, want: Series) -> str:
+    keys = sorted(set(got) | set(want), key=str)
+    return "\n".join(f"{k}: exporter {got.get(k)!r}, vLLM {want.get(k)!r}" for k in keys if got.get(k) != want.get(k))

@@ -88,6 +88,17 @@ class VllmServer:
                 "2048",
                 "--otlp-traces-endpoint",
                 endpoint,
+                # The opt-in series the exporter carries: estimated FLOPs and bytes, and KV block residency with
+                # every block sampled (the default samples 1 %).
+                "--enable-mfu-metrics",
+                "--kv-cache-metrics",
+                "--kv-cache-metrics-sample",
+                "1.0",
+                # A small KV cache (32 blocks of 128 tokens; max-model-len needs 16) that the workload cycles
+                # through, so blocks are evicted and the residency histograms observe something. It still holds
+                # every request of the workload at once: nothing is preempted.
+                "--num-gpu-blocks-override",
+                "32",
                 *self.extra_args,
             ],
             stdout=self.log,

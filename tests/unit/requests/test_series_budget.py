@@ -130,3 +130,19 @@ def test_slo_thresholds_become_edges_per_model_and_per_tenant() -> None:
     text = render(pipeline)
     assert total(text, catalog.TENANT_TTFT.name + "_bucket", {"le": "0.8"}) == 1
     assert total(text, catalog.TENANT_TTFT.name + "_bucket", {"le": "0.5"}) == 0
+
+
+def test_request_lengths_are_per_model_histograms_that_add_up_to_the_token_counters() -> None:
+    text = render(fed(600))
+    counts = family_series(text)
+    for spec in catalog.LENGTH_HISTOGRAMS:
+        assert "tenant" not in spec.labels
+        assert counts[spec.name] == 3 * spec.series_each  # 3 models, whatever the tenants
+    for spec, kind in ((catalog.INPUT_LENGTH, "input"), (catalog.OUTPUT_LENGTH, "output")):
+        assert total(text, spec.name + "_sum") == total(text, catalog.TOKENS.name, {"type": kind}) > 0
+        assert total(text, spec.name + "_count") == total(text, catalog.REQUESTS.name) == 1200
+    # Every span has 100 prompt tokens and 21 output tokens: the first edge at or above each holds them all.
+    buckets = by_label(text, catalog.INPUT_LENGTH.name + "_bucket", "le", {"model": "model-0"})
+    assert buckets["64.0"] == 0 and buckets["128.0"] == buckets["+Inf"] == 400
+    buckets = by_label(text, catalog.OUTPUT_LENGTH.name + "_bucket", "le", {"model": "model-0"})
+    assert buckets["16.0"] == 0 and buckets["32.0"] == 400

@@ -243,14 +243,15 @@ def test_collector_renders_instances_and_health() -> None:
     source = _FixedSource(topology, {("kubernetes", "unreachable"): 3, ("podresources", "socket_missing"): 1})
     assert isinstance(source, TopologySource)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TopologyCollector(source))
+    registry.register(TopologyCollector(source, lambda i: {"llm/a": "on"}.get(i, "unknown")))
     text = generate_latest(registry).decode()
     assert (
-        'llm_engine_instance_info{gpus="GPU-1,GPU-2",model="llama",namespace="llm",pod="a",role="",'
-        'vllm_instance="llm/a"} 1.0' in text
+        'llm_engine_instance_info{gpus="GPU-1,GPU-2",mfu_metrics="on",model="llama",namespace="llm",pod="a",'
+        'role="",vllm_instance="llm/a"} 1.0' in text
     )
     assert (
-        'llm_engine_instance_info{gpus="",model="",namespace="llm",pod="b",role="",vllm_instance="llm/b"} 1.0' in text
+        'llm_engine_instance_info{gpus="",mfu_metrics="unknown",model="",namespace="llm",pod="b",role="",'
+        'vllm_instance="llm/b"} 1.0' in text
     )
     assert 'llm_exporter_topology_instances{source="kubernetes"} 2.0' in text
     assert 'llm_exporter_topology_stale{source="kubernetes"} 1.0' in text
