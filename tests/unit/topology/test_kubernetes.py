@@ -123,3 +123,11 @@ def test_in_cluster_api_url() -> None:
     )
     assert in_cluster_api_url({"KUBERNETES_SERVICE_HOST": "fd00::1"}) == "https://[fd00::1]:443"
     assert in_cluster_api_url({}) is None
+
+
+def test_the_role_comes_from_the_llm_d_label_else_the_kv_transfer_config() -> None:
+    kv = ["--model", "m", "--kv-transfer-config", '{"kv_connector": "NixlConnector", "kv_role": "kv_consumer"}']
+    assert instance_of(make_pod("p", "10.0.0.1", labels={"llm-d.ai/role": "prefill"}, args=kv)).role == "prefill"
+    assert instance_of(make_pod("p", "10.0.0.1", args=kv)).role == "decode"
+    assert instance_of(make_pod("p", "10.0.0.1", labels={"llm-d.ai/role": "chef"})).role is None
+    assert instance_of(make_pod("p", "10.0.0.1")).role is None

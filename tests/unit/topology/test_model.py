@@ -271,3 +271,10 @@ def test_collector_before_first_observation() -> None:
     assert 'llm_exporter_topology_instances{source="kubernetes"} 0.0' in text
     assert "llm_exporter_topology_observed_timestamp_seconds{" not in text
     assert "llm_engine_instance_info{" not in text
+
+
+def test_a_static_instance_takes_its_configured_role() -> None:
+    assert instance_from_config(cfg(url="http://h:1", role="decode")).role == "decode"
+    assert instance_from_config(cfg(url="http://h:1")).role is None
+    with pytest.raises(ValueError, match="role"):
+        cfg(url="http://h:1", role="chef")

@@ -197,3 +197,14 @@ def test_process_source_without_gpu_lister_finds_servers(proc_root: Path) -> Non
         assert all(i.gpus == () for i in topology.instances)
 
     asyncio.run(scenario())
+
+
+def test_the_role_is_the_kv_transfer_configs_kv_role() -> None:
+    def role(config: str) -> str | None:
+        return parse_vllm_args(["vllm", "serve", "m", "--kv-transfer-config", config]).role
+
+    assert role('{"kv_connector": "NixlConnector", "kv_role": "kv_producer"}') == "prefill"
+    assert role('{"kv_connector": "NixlConnector", "kv_role": "kv_consumer"}') == "decode"
+    assert role('{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}') == "both"
+    assert role("not json") is None and role('["a list"]') is None
+    assert parse_vllm_args(["vllm", "serve", "m"]).role is None
