@@ -2,7 +2,8 @@
 
 Dashboards are written as `DashboardSpec`s of `PanelSpec`s; this module alone talks to grafanalib. Where
 grafanalib lags current Grafana (Prometheus targets with `editorMode`/`exemplar`, the heatmap panel since
-Grafana 9), it emits the current JSON itself.
+Grafana 9), it emits the current JSON itself; `model` then turns grafanalib's legacy output into the model
+Grafana 11 and 12 write (`model.SCHEMA_VERSION`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 import grafanalib.core as g  # type: ignore[import-untyped]
 from grafanalib._gen import DashboardEncoder  # type: ignore[import-untyped]
 
+from exporter.dashboards import model
+
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SCHEMA_VERSION = 39
 GRID_WIDTH = 24
 ALL = ".*"
 
@@ -183,11 +185,9 @@ def build(spec: DashboardSpec) -> dict[str, Any]:
         time=g.Time("now-1h", "now"),
         timezone="browser",
         refresh="30s",
-        schemaVersion=SCHEMA_VERSION,
+        schemaVersion=model.SCHEMA_VERSION,
     )
-    data: dict[str, Any] = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
-    data.pop("rows", None)  # the pre-5.0 layout; panels carry gridPos
-    return data
+    return model.dashboard(json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder)))
 
 
 def render(data: dict[str, Any]) -> str:
