@@ -20,6 +20,9 @@ from exporter.dashboards import model
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
 ALL = ".*"
+# Units Grafana has no id for, in its custom-unit syntax: `count:` scales like a count (1.2K tok/s), `suffix:` does not.
+TOKENS, TOKENS_PER_S, REQUESTS = "count:tok", "count:tok/s", "count:req"
+BURN_RATE = "suffix:x"  # error ratio / error budget: 1x spends the budget in exactly the SLO period
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def spec() -> DashboardSpec:
             "hw_slowdown, thermal or power-brake under load cost TPOT (see the Latency dashboard's throttling panels)."
             + FILTERS,
             (Query(f"max by (index, reason) ({q.sel(c.GPU_CLOCK_EVENT_REASON)})", "GPU {{index}} {{reason}}"),),
+            unit="bool_on_off",
             w=12,
         ),
         PanelSpec(
@@ -80,6 +81,7 @@ def spec() -> DashboardSpec:
             "deserves a look: 79 = fallen off the bus, 48/63/64 = memory ECC, 13/31/43 = application faults." + FILTERS,
             (Query(q.or_zero(q.increase(c.GPU_XID_ERRORS, "index, xid")), "GPU {{index}} XID {{xid}}"),),
             kind="stat",
+            unit="count:errors",
             w=12,
         ),
         PanelSpec(
@@ -98,6 +100,7 @@ def spec() -> DashboardSpec:
             "Requests vLLM preempted because the KV cache was full (recomputed or swapped later: slow). Anything "
             "above 0 for long means the KV cache is too small for the traffic." + FILTERS,
             (Query(q.rate(c.ENGINE_PREEMPTIONS, engine), "{{vllm_instance}}"),),
+            unit="reqps",
             w=8,
         ),
         PanelSpec(

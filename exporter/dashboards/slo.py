@@ -5,7 +5,7 @@ from __future__ import annotations
 from exporter.alerts import rules as r
 from exporter.alerts.windows import DEFAULT_TIERS, format_duration
 from exporter.dashboards import promql as q
-from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
+from exporter.dashboards.builder import BURN_RATE, DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import VARIABLES
 
 UID = "llm-slos"
@@ -51,12 +51,14 @@ def spec() -> DashboardSpec:
             f"Error ratio / error budget over each window (1 spends exactly the budget in 30 days). Alert tiers: "
             f"{tiers}; a tier fires when both its windows burn past its factor." + _MODEL,
             tuple(_burn(w) for w in _windows("page")),
+            unit=BURN_RATE,
         ),
         PanelSpec(
             "Burn rate, ticket windows",
             "Burn rate over the ticket tiers' windows, their tiers' evidence: a slow leak that "
             "will spend the budget before the period ends." + _MODEL,
             tuple(_burn(w) for w in _windows("ticket")),
+            unit=BURN_RATE,
         ),
         PanelSpec(
             "SLI error ratio (5m)",
@@ -76,6 +78,7 @@ def spec() -> DashboardSpec:
                 ),
             ),
             kind="stat",
+            unit="count:alerts",
         ),
     )
     return DashboardSpec(
