@@ -27,11 +27,13 @@ BURN_RATE = "suffix:x"  # error ratio / error budget: 1x spends the budget in ex
 
 @dataclass(frozen=True)
 class Query:
-    """One PromQL target of a panel."""
+    """One PromQL target of a panel; `instant` asks for the value at the range's end only (a stat of "now" or of a
+    total over the range), so that series which ended earlier in the range do not show as rows."""
 
     expr: str
     legend: str = ""
     exemplar: bool = False
+    instant: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ def _targets(panel: PanelSpec) -> list[dict[str, Any]]:
             "exemplar": q.exemplar,
             "expr": q.expr,
             "format": "heatmap" if panel.kind == "heatmap" else "time_series",
+            "instant": q.instant,
             "legendFormat": q.legend or "__auto",
-            "range": True,
+            "range": not q.instant,
             "refId": chr(ord("A") + i),
         }
         for i, q in enumerate(panel.queries)
@@ -134,7 +137,11 @@ def _panel(panel: PanelSpec, pid: int, pos: g.GridPos) -> Any:
     if panel.kind == "timeseries":
         return g.TimeSeries(unit=panel.unit, legendDisplayMode="list", tooltipMode="multi", **common)
     if panel.kind == "stat":
-        return g.Stat(format=panel.unit, reduceCalc="lastNotNull", noValue="0", thresholds=[], **common)
+        # An instant query has no history to draw a sparkline from.
+        graph = "none" if all(q.instant for q in panel.queries) else "area"
+        return g.Stat(
+            format=panel.unit, reduceCalc="lastNotNull", noValue="0", thresholds=[], graphMode=graph, **common
+        )
     if panel.kind == "heatmap":
         return _heatmap(panel, pid, pos)
     raise ValueError(f"unknown panel kind {panel.kind!r}")

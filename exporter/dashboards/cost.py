@@ -81,7 +81,7 @@ def spec() -> DashboardSpec:
         PanelSpec(
             "GPU-hours by model and tenant",
             "GPU-hours charged to each model and tenant over the dashboard's time range (usage basis)." + FILTERS,
-            (Query(f"{q.increase(c.GPU_SECONDS, _MT)} / 3600", "{{model}} {{tenant}}"),),
+            (Query(f"{q.increase(c.GPU_SECONDS, _MT)} / 3600", "{{model}} {{tenant}}", instant=True),),
             kind="stat",
             unit="h",
         ),

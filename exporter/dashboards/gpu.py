@@ -15,6 +15,16 @@ def _per_gpu(spec: c.MetricSpec, legend: str = "GPU {{index}}", **match: str) ->
     return Query(f"max by (index) ({q.sel(spec, **match)})", legend)
 
 
+def _xid_errors() -> str:
+    """XIDs per GPU and code over the range. A code's counter appears with its first error, already at 1, and
+    increase() never counts a series' first sample: a code first seen in the range counts in full (as the
+    LLMGPUXidErrors alert does), an older one by its increase."""
+    xids = q.sel(c.GPU_XID_ERRORS)
+    return (
+        f"sum by (index, xid) ({xids} unless {xids} offset {q.RANGE})\nor\n{q.increase(c.GPU_XID_ERRORS, 'index, xid')}"
+    )
+
+
 def spec() -> DashboardSpec:
     """The GPU and KV-cache dashboard."""
     engine = "model, vllm_instance"
@@ -53,7 +63,7 @@ def spec() -> DashboardSpec:
             "Energy over the range",
             "Joules each GPU consumed over the dashboard's time range (NVML energy counter, monotonic across driver "
             "reloads)." + FILTERS,
-            (Query(q.increase(c.GPU_ENERGY, "index"), "GPU {{index}}"),),
+            (Query(q.increase(c.GPU_ENERGY, "index"), "GPU {{index}}", instant=True),),
             kind="stat",
             unit="joule",
             w=8,
@@ -79,7 +89,7 @@ def spec() -> DashboardSpec:
             "XID errors over the range",
             "Critical XID errors the driver reported per GPU and code over the time range (0 when none). Any XID "
             "deserves a look: 79 = fallen off the bus, 48/63/64 = memory ECC, 13/31/43 = application faults." + FILTERS,
-            (Query(q.or_zero(q.increase(c.GPU_XID_ERRORS, "index, xid")), "GPU {{index}} XID {{xid}}"),),
+            (Query(_xid_errors(), "GPU {{index}} XID {{xid}}", instant=True),),
             kind="stat",
             unit="count:errors",
             w=12,

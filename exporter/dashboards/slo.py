@@ -42,7 +42,7 @@ def spec() -> DashboardSpec:
             "Attainment over the range",
             "Share of good requests over the dashboard's time range per SLO and model (request-weighted from the "
             "5m SLI series); compare with the objective (e.g. 99 %)." + _MODEL,
-            (Query(f"1 - {attainment}", "{{slo}} {{model}}"),),
+            (Query(f"1 - {attainment}", "{{slo}} {{model}}", instant=True),),
             kind="stat",
             unit="percentunit",
         ),
@@ -73,8 +73,9 @@ def spec() -> DashboardSpec:
             "none fires). From Prometheus's ALERTS series; filtered by model where the alert has one.",
             (
                 Query(
-                    q.or_zero('count by (alertname, severity, model) (ALERTS{alertstate="firing", model=~"$model|"})'),
+                    'count by (alertname, severity, model) (ALERTS{alertstate="firing", model=~"$model|"})',
                     "{{alertname}} {{severity}} {{model}}",
+                    instant=True,
                 ),
             ),
             kind="stat",
