@@ -24,22 +24,24 @@ SCHEMA_VERSION = 41
 
 Json = dict[str, Any]
 
-# Dashboard keys grafanalib writes that the current model has dropped or that only a saved copy carries.
-DASHBOARD_DROPPED = {
-    "__inputs": "export-for-sharing inputs; a datasource variable replaces them",
-    "gnetId": "grafana.com dashboard id (null: none)",
+# Each object's keys fall in three sets. LEGACY: keys the current model does not have, always dropped (with
+# why). DEFAULTS: keys of the model that grafanalib always writes, dropped when they hold its default (a current
+# Grafana leaves them out of a new dashboard), kept when set. KEPT: the rest of the model. Nulls go first.
+DASHBOARD_LEGACY = {
+    "__inputs": "export-for-sharing inputs; the datasource variable replaces them",
     "hideControls": "pre-5.0 option, no longer read",
     "sharedCrosshair": "replaced by graphTooltip in Grafana 4.4",
-    "style": "per-dashboard dark/light theme, removed in Grafana 7",
+    "style": "per-dashboard dark/light theme, no longer read",
     "rows": "the pre-5.0 layout; panels carry gridPos",
-    "id": "assigned by each Grafana instance (null when new)",
-    "version": "Grafana counts saves itself",
 }
+DASHBOARD_DEFAULTS_WRITTEN: Json = {"version": 0}  # Grafana counts saves itself
 DASHBOARD_KEPT = {
     "annotations",
     "description",
     "editable",
+    "gnetId",
     "graphTooltip",
+    "id",
     "links",
     "panels",
     "refresh",
@@ -57,27 +59,38 @@ DASHBOARD_KEPT = {
 # (`-- Grafana --`) where every data source must be the `${datasource}` variable.
 DASHBOARD_DEFAULTS: Json = {"fiscalYearStartMonth": 0, "weekStart": ""}
 
-# Panel keys grafanalib writes that a current Grafana does not write for a new panel.
-PANEL_DROPPED = {
-    "cacheTimeout": "null: the data source's default",
+PANEL_LEGACY = {
     "editable": "pre-5.0 per-panel flag",
     "error": "pre-5.0 runtime state",
     "height": "pre-5.0 row layout; gridPos.h",
     "span": "pre-5.0 row layout; gridPos.w",
     "minSpan": "pre-5.0 row layout",
-    "interval": "null: no minimum interval",
-    "maxDataPoints": "grafanalib's fixed 100 points; Grafana's default follows the panel's width",
-    "maxPerRow": "only for repeated panels",
-    "repeat": "only for repeated panels",
-    "repeatDirection": "only for repeated panels",
-    "timeFrom": "null: the dashboard's range",
-    "timeShift": "null: no shift",
-    "hideTimeOverride": "false: only meaningful with a time override",
-    "links": "empty",
-    "transformations": "empty",
-    "transparent": "false is the default",
 }
-PANEL_KEPT = {"datasource", "description", "fieldConfig", "gridPos", "id", "options", "targets", "title", "type"}
+PANEL_DEFAULTS_WRITTEN: Json = {
+    "hideTimeOverride": False,
+    "links": [],
+    "transformations": [],
+    "transparent": False,
+    "maxDataPoints": 100,  # grafanalib's fixed 100 points; Grafana's default follows the panel's width
+}
+PANEL_KEPT = {
+    "cacheTimeout",
+    "datasource",
+    "description",
+    "fieldConfig",
+    "gridPos",
+    "id",
+    "interval",
+    "maxPerRow",
+    "options",
+    "repeat",
+    "repeatDirection",
+    "targets",
+    "timeFrom",
+    "timeShift",
+    "title",
+    "type",
+}
 
 # fieldConfig.defaults.custom of a new time series panel as Grafana 11.6/12 saves it.
 TIMESERIES_CUSTOM: Json = {
@@ -145,11 +158,20 @@ HEATMAP_OPTIONS: Json = {
 # default, which means nothing for these units: time series draw no thresholds, stats colour their value by it.
 THRESHOLDS = {"timeseries": "green", "stat": "text", "heatmap": "green"}
 
-# Templating keys grafanalib writes that the current model dropped (tags: Grafana 8) or that belong to another
-# variable type (auto*: interval variables).
-VARIABLE_DROPPED = {"tags", "tagsQuery", "tagValuesQuery", "useTags", "auto", "auto_count", "auto_min", "hide"}
+VARIABLE_LEGACY = {
+    "tags": "variable tags, removed in Grafana 8",
+    "tagsQuery": "variable tags, removed in Grafana 8",
+    "tagValuesQuery": "variable tags, removed in Grafana 8",
+    "useTags": "variable tags, removed in Grafana 8",
+}
+# grafanalib writes an interval variable's auto settings on every variable; ours are datasource and query ones.
+VARIABLE_DEFAULTS_WRITTEN: Json = {"auto": False, "auto_count": 30, "auto_min": "10s", "hide": 0}
 VARIABLE_KEPT = {
     "allValue",
+    "auto",
+    "auto_count",
+    "auto_min",
+    "hide",
     "current",
     "datasource",
     "definition",
@@ -188,11 +210,12 @@ def merged(base: Json, over: Json) -> Json:
     return out
 
 
-def _keep(data: Json, kept: set[str], dropped: set[str] | dict[str, str], what: str) -> Json:
-    unknown = set(data) - kept - set(dropped)
+def _keep(data: Json, kept: set[str], legacy: dict[str, str], defaults: Json, what: str) -> Json:
+    """`data` less its legacy keys and the keys that hold grafanalib's default; an unknown key is an error."""
+    unknown = set(data) - kept - set(legacy) - set(defaults)
     if unknown:
         raise ValueError(f"{what}: no rule for {sorted(unknown)} (keep or drop it in exporter/dashboards/model.py)")
-    return {k: v for k, v in data.items() if k in kept}
+    return {k: v for k, v in data.items() if k not in legacy and (k not in defaults or defaults[k] != v)}
 
 
 def _thresholds(kind: str, thresholds: Json) -> Json:
@@ -202,7 +225,9 @@ def _thresholds(kind: str, thresholds: Json) -> Json:
 
 def panel(legacy: Json) -> Json:
     """One panel in the current model: timeseries, stat or heatmap."""
-    data = _keep(without_nulls(legacy), PANEL_KEPT, PANEL_DROPPED, f"panel {legacy.get('title')!r}")
+    data = _keep(
+        without_nulls(legacy), PANEL_KEPT, PANEL_LEGACY, PANEL_DEFAULTS_WRITTEN, f"panel {legacy.get('title')!r}"
+    )
     kind = data["type"]
     field_config = data.get("fieldConfig", {})
     defaults = dict(field_config.get("defaults", {}))
@@ -231,7 +256,8 @@ def panel(legacy: Json) -> Json:
 
 def variable(legacy: Json) -> Json:
     """One templating variable in the current model: a datasource or a Prometheus query variable."""
-    data = _keep(without_nulls(legacy), VARIABLE_KEPT, VARIABLE_DROPPED, f"variable {legacy.get('name')!r}")
+    what = f"variable {legacy.get('name')!r}"
+    data = _keep(without_nulls(legacy), VARIABLE_KEPT, VARIABLE_LEGACY, VARIABLE_DEFAULTS_WRITTEN, what)
     data.setdefault("regex", "")
     data.setdefault("options", [])
     current = data.pop("current", {})
@@ -253,7 +279,8 @@ def variable(legacy: Json) -> Json:
 
 def dashboard(legacy: Json) -> Json:
     """A whole dashboard in the current model."""
-    data = _keep(without_nulls(legacy), DASHBOARD_KEPT, DASHBOARD_DROPPED, f"dashboard {legacy.get('uid')!r}")
+    what = f"dashboard {legacy.get('uid')!r}"
+    data = _keep(without_nulls(legacy), DASHBOARD_KEPT, DASHBOARD_LEGACY, DASHBOARD_DEFAULTS_WRITTEN, what)
     data.update(DASHBOARD_DEFAULTS)
     data["schemaVersion"] = SCHEMA_VERSION
     data["annotations"] = {"list": data.get("annotations", {}).get("list", [])}
