@@ -2,7 +2,8 @@
 
 Dashboards are written as `DashboardSpec`s of `PanelSpec`s; this module alone talks to grafanalib. Where
 grafanalib lags current Grafana (Prometheus targets with `editorMode`/`exemplar`, the heatmap panel since
-Grafana 9), it emits the current JSON itself.
+Grafana 9), it emits the current JSON itself; `model` then turns grafanalib's legacy output into the model
+Grafana 11 and 12 write (`model.SCHEMA_VERSION`).
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ from typing import Any
 import grafanalib.core as g  # type: ignore[import-untyped]
 from grafanalib._gen import DashboardEncoder  # type: ignore[import-untyped]
 
+from exporter.dashboards import model
+
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SCHEMA_VERSION = 39
 GRID_WIDTH = 24
 ALL = ".*"
+# Units Grafana has no id for, in its custom-unit syntax: `count:` scales like a count (1.2K tok/s), `suffix:` does not.
+TOKENS, TOKENS_PER_S, REQUESTS = "count:tok", "count:tok/s", "count:req"
+BURN_RATE = "suffix:x"  # error ratio / error budget: 1x spends the budget in exactly the SLO period
 
 
 @dataclass(frozen=True)
 class Query:
-    """One PromQL target of a panel."""
+    """One PromQL target of a panel; `instant` asks for the value at the range's end only (a stat of "now" or of a
+    total over the range), so that series which ended earlier in the range do not show as rows."""
 
     expr: str
     legend: str = ""
     exemplar: bool = False
+    instant: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,9 @@ def _targets(panel: PanelSpec) -> list[dict[str, Any]]:
             "exemplar": q.exemplar,
             "expr": q.expr,
             "format": "heatmap" if panel.kind == "heatmap" else "time_series",
+            "instant": q.instant,
             "legendFormat": q.legend or "__auto",
-            "range": True,
+            "range": not q.instant,
             "refId": chr(ord("A") + i),
         }
         for i, q in enumerate(panel.queries)
@@ -129,7 +137,11 @@ def _panel(panel: PanelSpec, pid: int, pos: g.GridPos) -> Any:
     if panel.kind == "timeseries":
         return g.TimeSeries(unit=panel.unit, legendDisplayMode="list", tooltipMode="multi", **common)
     if panel.kind == "stat":
-        return g.Stat(format=panel.unit, reduceCalc="lastNotNull", noValue="0", thresholds=[], **common)
+        # An instant query has no history to draw a sparkline from.
+        graph = "none" if all(q.instant for q in panel.queries) else "area"
+        return g.Stat(
+            format=panel.unit, reduceCalc="lastNotNull", noValue="0", thresholds=[], graphMode=graph, **common
+        )
     if panel.kind == "heatmap":
         return _heatmap(panel, pid, pos)
     raise ValueError(f"unknown panel kind {panel.kind!r}")
@@ -183,11 +195,9 @@ def build(spec: DashboardSpec) -> dict[str, Any]:
         time=g.Time("now-1h", "now"),
         timezone="browser",
         refresh="30s",
-        schemaVersion=SCHEMA_VERSION,
+        schemaVersion=model.SCHEMA_VERSION,
     )
-    data: dict[str, Any] = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
-    data.pop("rows", None)  # the pre-5.0 layout; panels carry gridPos
-    return data
+    return model.dashboard(json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder)))
 
 
 def render(data: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.alerts import fleet
 from exporter.dashboards import promql as q
-from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
+from exporter.dashboards.builder import TOKENS, DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
 from exporter.metrics import catalog as c
 
@@ -81,7 +81,7 @@ def spec() -> DashboardSpec:
         PanelSpec(
             "GPU-hours by model and tenant",
             "GPU-hours charged to each model and tenant over the dashboard's time range (usage basis)." + FILTERS,
-            (Query(f"{q.increase(c.GPU_SECONDS, _MT)} / 3600", "{{model}} {{tenant}}"),),
+            (Query(f"{q.increase(c.GPU_SECONDS, _MT)} / 3600", "{{model}} {{tenant}}", instant=True),),
             kind="stat",
             unit="h",
         ),
@@ -90,6 +90,7 @@ def spec() -> DashboardSpec:
             "Average KV-cache tokens each tenant kept resident (KV token-seconds per second): the memory bill of "
             "long contexts, which token counts alone miss." + FILTERS,
             (Query(q.rate(c.KV_TOKEN_SECONDS, _MT), "{{model}} {{tenant}}"),),
+            unit=TOKENS,
         ),
     )
     return DashboardSpec(

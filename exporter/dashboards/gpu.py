@@ -28,6 +28,16 @@ _MFU_HOW = (
 )
 
 
+def _xid_errors() -> str:
+    """XIDs per GPU and code over the range. A code's counter appears with its first error, already at 1, and
+    increase() never counts a series' first sample: a code first seen in the range counts in full (as the
+    LLMGPUXidErrors alert does), an older one by its increase."""
+    xids = q.sel(c.GPU_XID_ERRORS)
+    return (
+        f"sum by (index, xid) ({xids} unless {xids} offset {q.RANGE})\nor\n{q.increase(c.GPU_XID_ERRORS, 'index, xid')}"
+    )
+
+
 def spec() -> DashboardSpec:
     """The GPU and KV-cache dashboard."""
     engine = "model, vllm_instance"
@@ -114,6 +124,7 @@ def spec() -> DashboardSpec:
             "not scraped yet or no work yet." + FILTERS,
             (Query(f"count by (mfu_metrics) ({q.sel(c.INSTANCE_INFO)})", "{{mfu_metrics}}"),),
             kind="stat",
+            unit="count:instances",
             w=6,
         ),
         PanelSpec(
@@ -128,7 +139,7 @@ def spec() -> DashboardSpec:
             "Energy over the range",
             "Joules each GPU consumed over the dashboard's time range (NVML energy counter, monotonic across driver "
             "reloads)." + FILTERS,
-            (Query(q.increase(c.GPU_ENERGY, "index"), "GPU {{index}}"),),
+            (Query(q.increase(c.GPU_ENERGY, "index"), "GPU {{index}}", instant=True),),
             kind="stat",
             unit="joule",
             w=8,
@@ -147,14 +158,16 @@ def spec() -> DashboardSpec:
             "hw_slowdown, thermal or power-brake under load cost TPOT (see the Latency dashboard's throttling panels)."
             + FILTERS,
             (Query(f"max by (index, reason) ({q.sel(c.GPU_CLOCK_EVENT_REASON)})", "GPU {{index}} {{reason}}"),),
+            unit="bool_on_off",
             w=12,
         ),
         PanelSpec(
             "XID errors over the range",
             "Critical XID errors the driver reported per GPU and code over the time range (0 when none). Any XID "
             "deserves a look: 79 = fallen off the bus, 48/63/64 = memory ECC, 13/31/43 = application faults." + FILTERS,
-            (Query(q.or_zero(q.increase(c.GPU_XID_ERRORS, "index, xid")), "GPU {{index}} XID {{xid}}"),),
+            (Query(_xid_errors(), "GPU {{index}} XID {{xid}}", instant=True),),
             kind="stat",
+            unit="count:errors",
             w=12,
         ),
         PanelSpec(
@@ -173,6 +186,7 @@ def spec() -> DashboardSpec:
             "Requests vLLM preempted because the KV cache was full (recomputed or swapped later: slow). Anything "
             "above 0 for long means the KV cache is too small for the traffic." + FILTERS,
             (Query(q.rate(c.ENGINE_PREEMPTIONS, engine), "{{vllm_instance}}"),),
+            unit="reqps",
             w=8,
         ),
         PanelSpec(
@@ -194,6 +208,7 @@ def spec() -> DashboardSpec:
             "prefix cache (local_cache_hit), or a KV connector (external_kv_transfer: another instance, LMCache, a "
             "prefill server in a prefill/decode split). Only computed tokens cost prefill." + FILTERS,
             (Query(q.rate(c.ENGINE_PROMPT_TOKENS_BY_SOURCE, "source"), "{{source}}"),),
+            unit="count:tok/s",
             w=8,
         ),
         PanelSpec(
@@ -217,6 +232,7 @@ def spec() -> DashboardSpec:
             "Requests in each engine's queue: capacity (no room in the batch or KV cache: more replicas or a bigger "
             "cache) or deferred (a transient hold: LoRA budget, a KV transfer in flight)." + FILTERS,
             (Query(f"sum by (reason) ({q.sel(c.ENGINE_WAITING_BY_REASON)})", "{{reason}}"),),
+            unit="count:req",
             w=8,
         ),
         PanelSpec(
@@ -242,6 +258,7 @@ def spec() -> DashboardSpec:
                 Query(q.quantile(0.95, c.INPUT_LENGTH, "model"), "{{model}} prompt p95"),
                 Query(q.quantile(0.95, c.OUTPUT_LENGTH, "model"), "{{model}} output p95"),
             ),
+            unit="count:tok",
         ),
         PanelSpec(
             "Cold start: start-up phases",

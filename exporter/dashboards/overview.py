@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.alerts import rules
 from exporter.dashboards import promql as q
-from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
+from exporter.dashboards.builder import BURN_RATE, REQUESTS, TOKENS_PER_S, DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
 from exporter.metrics import catalog as c
 
@@ -37,7 +37,7 @@ def spec() -> DashboardSpec:
                 Query(q.rate(c.TOKENS, "type", type="output"), "out"),
             ),
             kind="stat",
-            unit="short",
+            unit=TOKENS_PER_S,
             w=5,
             h=5,
         ),
@@ -89,6 +89,7 @@ def spec() -> DashboardSpec:
             "Tokens/s by model",
             "Input and output tokens per second per model: the load the GPUs serve." + FILTERS,
             (Query(q.rate(c.TOKENS, "model, type"), "{{model}} {{type}}"),),
+            unit=TOKENS_PER_S,
         ),
         PanelSpec(
             "TTFT p50 / p95 / p99",
@@ -112,6 +113,7 @@ def spec() -> DashboardSpec:
                 Query(f"sum by (model) ({q.sel(c.ENGINE_WAITING)})", "waiting {{model}}"),
                 Query(f"sum by (model) ({q.sel(c.ENGINE_RUNNING)})", "running {{model}}"),
             ),
+            unit=REQUESTS,
             w=8,
         ),
         PanelSpec(
@@ -142,6 +144,7 @@ def spec() -> DashboardSpec:
             "How fast each SLO spends its error budget over the last hour (1 = exactly on budget over 30 days; "
             "the page fires at 14.4 together with the 5m window). Filtered by model.",
             (Query(q.sel(rules.BURN.format(w="1h")), "{{slo}} {{model}}"),),
+            unit=BURN_RATE,
             w=24,
             h=7,
         ),

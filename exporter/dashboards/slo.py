@@ -5,7 +5,7 @@ from __future__ import annotations
 from exporter.alerts import rules as r
 from exporter.alerts.windows import DEFAULT_TIERS, format_duration
 from exporter.dashboards import promql as q
-from exporter.dashboards.builder import DashboardSpec, PanelSpec, Query
+from exporter.dashboards.builder import BURN_RATE, DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import VARIABLES
 
 UID = "llm-slos"
@@ -42,7 +42,7 @@ def spec() -> DashboardSpec:
             "Attainment over the range",
             "Share of good requests over the dashboard's time range per SLO and model (request-weighted from the "
             "5m SLI series); compare with the objective (e.g. 99 %)." + _MODEL,
-            (Query(f"1 - {attainment}", "{{slo}} {{model}}"),),
+            (Query(f"1 - {attainment}", "{{slo}} {{model}}", instant=True),),
             kind="stat",
             unit="percentunit",
         ),
@@ -51,12 +51,14 @@ def spec() -> DashboardSpec:
             f"Error ratio / error budget over each window (1 spends exactly the budget in 30 days). Alert tiers: "
             f"{tiers}; a tier fires when both its windows burn past its factor." + _MODEL,
             tuple(_burn(w) for w in _windows("page")),
+            unit=BURN_RATE,
         ),
         PanelSpec(
             "Burn rate, ticket windows",
             "Burn rate over the ticket tiers' windows, their tiers' evidence: a slow leak that "
             "will spend the budget before the period ends." + _MODEL,
             tuple(_burn(w) for w in _windows("ticket")),
+            unit=BURN_RATE,
         ),
         PanelSpec(
             "SLI error ratio (5m)",
@@ -71,11 +73,13 @@ def spec() -> DashboardSpec:
             "none fires). From Prometheus's ALERTS series; filtered by model where the alert has one.",
             (
                 Query(
-                    q.or_zero('count by (alertname, severity, model) (ALERTS{alertstate="firing", model=~"$model|"})'),
+                    'count by (alertname, severity, model) (ALERTS{alertstate="firing", model=~"$model|"})',
                     "{{alertname}} {{severity}} {{model}}",
+                    instant=True,
                 ),
             ),
             kind="stat",
+            unit="count:alerts",
         ),
     )
     return DashboardSpec(

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from exporter.dashboards.generate import specs
-from exporter.dashboards.preview import draw, evaluate
+from exporter.dashboards.preview import concrete, draw, evaluate
 from exporter.metrics import catalog
 from exporter.sim.promstack import PROMETHEUS, find_binary
-from tests.support.showcase import XID, showcase
+from tests.support.showcase import XID, XID_GPU, showcase
 
 RUN_S = 45.0
 RATE = "20s"
@@ -37,6 +37,7 @@ def _instant(base: str, expr: str) -> list[dict[str, object]]:
 def test_every_panel_query_returns_series_and_the_preview_draws_them(tmp_path: Path) -> None:
     empty: list[str] = []
     pngs: list[Path] = []
+    xids: list[dict[str, object]] = []
 
     async def main() -> None:
         with tempfile.TemporaryDirectory() as work:
@@ -61,9 +62,14 @@ def test_every_panel_query_returns_series_and_the_preview_draws_them(tmp_path: P
                 }
                 missing = [k for k, e in signals.items() if not await asyncio.to_thread(_instant, base, e)]
                 assert not missing, f"scenario signals absent: {missing}"
+                # The XID panel counts the one XID over a range that holds it: its counter appears already at 1,
+                # which increase() alone never counts.
+                panel = next(p for s in specs() for p in s.panels if p.title == "XID errors over the range")
+                xids.extend(await asyncio.to_thread(_instant, base, concrete(panel.queries[0].expr, RATE, "10m")))
 
     asyncio.run(main())
     assert not empty, "panels with an empty query:\n" + "\n".join(empty)
+    assert [(s["metric"], s["value"][1]) for s in xids] == [({"index": str(XID_GPU), "xid": str(XID)}, "1")], xids  # type: ignore[index]
     assert len(pngs) == len(specs())
     for png in pngs:
         data = png.read_bytes()
