@@ -33,7 +33,7 @@ from exporter.service.process_collector import register_process_collectors
 from exporter.service.settings import Settings, parse_address
 from exporter.service.stats import ExporterStats, StatsCollector
 from exporter.service.tls import CertReloader, TlsError, TlsFiles, grpc_credentials, server_context
-from exporter.service.web import metrics_app
+from exporter.service.web import LoopThread, metrics_app
 from exporter.topology.build import build_source, compute_processes
 from exporter.topology.collector import TopologyCollector
 from exporter.topology.model import TopologyConfigError, TopologySource
@@ -69,6 +69,8 @@ class Exporter:
     registry: CollectorRegistry = field(init=False)
     exposition: Exposition = field(init=False)
     _runners: list[web.AppRunner] = field(default_factory=list, init=False)
+    _web_runners: list[web.AppRunner] = field(default_factory=list, init=False)
+    _web_loop: LoopThread | None = field(default=None, init=False)
     _grpc: grpc.aio.Server | None = field(default=None, init=False)
     _ready: bool = field(default=False, init=False)
 
@@ -128,11 +130,18 @@ class Exporter:
         except TlsError as exc:
             raise StartupError(f"{name} TLS: {exc}") from exc
 
-    async def _site(self, app: web.Application, address: str, what: str, tls: CertReloader | None = None) -> None:
+    async def _site(
+        self,
+        app: web.Application,
+        address: str,
+        what: str,
+        tls: CertReloader | None = None,
+        runners: list[web.AppRunner] | None = None,
+    ) -> None:
         host, port = parse_address(address)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        self._runners.append(runner)
+        (self._runners if runners is None else runners).append(runner)
         context = None if tls is None else server_context(tls)
         try:
             await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context).start()
@@ -165,7 +174,9 @@ class Exporter:
             web_token,
             partial(self.stats.refused, "metrics"),
         )
-        await self._site(app, s.web_listen_address, "/metrics", web_tls)
+        # On a loop of its own: a scrape must not queue behind a flood of exports on this one.
+        self._web_loop = LoopThread("metrics-http")
+        await self._web_loop.run(self._site(app, s.web_listen_address, "/metrics", web_tls, self._web_runners))
         if s.otlp_http_listen_address:
             receiver = OtlpHttpReceiver(
                 self.pipeline, rules, s.otlp_max_body_bytes, self.admission, self.stats, otlp_token
@@ -202,6 +213,11 @@ class Exporter:
             await self._grpc.stop(grace=2.0)
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self._web_loop is not None:
+            for runner in self._web_runners:
+                await self._web_loop.run(runner.cleanup())
+            self._web_loop.close()
+            self._web_loop = None
         await asyncio.get_running_loop().run_in_executor(None, self.admission.close)
         waiting = self.pipeline.queue_depth
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -11,9 +14,30 @@ from exporter.metrics import protobuf
 from exporter.service.auth import TokenFile
 from exporter.service.exposition import Exposition, SharedRender
 
+T = TypeVar("T")
 INDEX = """<html><head><title>llm-token-exporter</title></head><body>
 <h1>llm-token-exporter</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a>
 &middot; <a href="/readyz">/readyz</a></p></body></html>"""
+
+
+class LoopThread:
+    """An asyncio event loop on a thread of its own: /metrics is served there, so a flood of OTLP exports queued on
+    the main loop cannot hold a scrape behind it (it still shares the GIL, not the queue)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this loop and wait for it from another."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 def metrics_app(
