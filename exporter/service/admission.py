@@ -36,6 +36,7 @@ DECODE_AVERAGE_WEIGHT = 0.2  # of the newest decode time in the moving average
 ALWAYS_ADMITTED = 4
 MAX_CONCURRENT = 64  # exports waiting to be decoded, HTTP and gRPC together
 MAX_WAIT_S = 0.1  # refuse when those waiting would take longer than this to decode
+QUEUE_HIGH_WATER = 0.5  # refuse while the pipeline's queue is fuller than this share: refused is retried, dropped lost
 CGROUP_FILES = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
@@ -76,12 +77,14 @@ class Admission:
         rss: Callable[[], int] = resident_bytes,
         clock: Callable[[], float] = time.monotonic,
         max_wait_s: float = MAX_WAIT_S,
+        queue_capacity: int = 0,
     ) -> None:
         self.max_concurrent = max_concurrent
         self.max_wait_s = max_wait_s
         self.decode_s = 0.0  # moving average of one export's decode time
         self.memory_limit_bytes = memory_limit_bytes
         self.queue_depth = queue_depth
+        self.queue_capacity = queue_capacity  # 0: not judged
         self.rss = rss
         self.clock = clock
         self._lock = threading.Lock()  # the gRPC server may call from its own threads
@@ -132,6 +135,10 @@ class Admission:
     def _refusal(self) -> str | None:
         waiting = self._in_progress
         if waiting >= self.max_concurrent or (waiting >= ALWAYS_ADMITTED and waiting * self.decode_s > self.max_wait_s):
+            return "overloaded"
+        # The worker behind the queue is falling behind: an export taken now would be dropped from a full queue
+        # after its acknowledgement (lost); refused now, its sender retries it.
+        if self.queue_capacity and self.queue_depth() > QUEUE_HIGH_WATER * self.queue_capacity:
             return "overloaded"
         if self.memory_limit_bytes:
             now = self.clock()

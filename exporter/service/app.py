@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -40,6 +41,8 @@ from exporter.topology.model import TopologyConfigError, TopologySource
 from exporter.topology.senders import SenderResolver
 
 log = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class StartupError(Exception):
@@ -152,6 +155,10 @@ class Exporter:
     async def start(self) -> None:
         """Start the worker and bind every listener."""
         s = self.settings
+        # Decoding, the worker and a scrape's render are Python threads sharing the GIL: at Python's default 5 ms a
+        # render waits ~10 ms for each of its slices under a flood; at 1 ms a fifth of that (/metrics p99 during a
+        # 3x flood 266 -> 163 ms). Admission keeps the worker, which then gets fewer slices, from being outrun.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.pipeline.start()
         limit = self.admission.memory_limit_bytes
         log.info(

@@ -125,4 +125,5 @@ def admission(settings: Settings, queue_depth: Callable[[], int]) -> Admission:
         settings.memory_limit_bytes or cgroup_memory_limit(),
         queue_depth,
         max_wait_s=settings.otlp_max_wait_seconds,
+        queue_capacity=settings.queue_capacity_spans,
     )

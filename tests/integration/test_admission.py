@@ -153,3 +153,16 @@ def test_four_waiting_exports_are_always_admitted_even_after_slow_decodes() -> N
     admission = Admission(64, 0, lambda: 0, max_wait_s=0.1)
     admission.decode_s = 0.5  # a flood left the estimate high
     assert [admission.try_enter() for _ in range(5)] == [None, None, None, None, "overloaded"]
+
+
+def test_exports_are_refused_while_the_queue_is_past_half_full() -> None:
+    queued = [0]
+    admission = Admission(64, 0, lambda: queued[0], queue_capacity=1000)
+    assert admission.try_enter() is None
+    admission.leave()
+    queued[0] = 501  # the worker is falling behind: taken now, this export could be dropped after its ack
+    assert admission.try_enter() == "overloaded"
+    queued[0] = 500
+    assert admission.try_enter() is None
+    admission.leave()
+    admission.close()
