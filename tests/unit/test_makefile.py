@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -14,13 +15,16 @@ pytestmark = pytest.mark.skipif(not shutil.which("make"), reason="make not insta
 
 def demo_command(*variables: str) -> str:
     """The command `make demo VARIABLES...` would run last."""
+    # Run from `make test` itself, the parent's MAKEFLAGS and MAKELEVEL would make this one print directories.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     run = subprocess.run(
-        ["make", "-n", "demo", "VENV=/nonexistent/venv", *variables],
+        ["make", "--no-print-directory", "-n", "demo", "VENV=/nonexistent/venv", *variables],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
+        env=env,
     )
     return run.stdout.strip().splitlines()[-1]
 
