@@ -36,16 +36,11 @@ class RequestCollector(Collector):
         yield from self._request_families()
 
     def _buckets(self, name: str, hist: Histogram) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
-        buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
-        total = 0
-        for edge, count, ex in zip(self._edges[name], hist.counts, hist.exemplars, strict=True):
-            total += count
-            if ex is None:
-                buckets.append((edge, total))
-            else:
-                trace_id, value, timestamp_s = ex
-                buckets.append((edge, total, Exemplar({TRACE_ID_LABEL: trace_id.hex()}, value, timestamp_s)))
-        return buckets
+        """Classic buckets as prometheus_client takes them: (le label, cumulative count[, exemplar])."""
+        return [
+            (edge, total) if exemplar is None else (edge, total, exemplar)
+            for edge, (_, total, exemplar) in zip(self._edges[name], self._classic(name, hist), strict=True)
+        ]
 
     def _classic(self, name: str, hist: Histogram) -> list[ClassicBucket]:
         """Classic buckets as the protobuf exposition takes them: (upper bound, cumulative count, exemplar)."""

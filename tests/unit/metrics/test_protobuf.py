@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -65,10 +66,13 @@ def test_a_value_falls_in_the_bucket_whose_upper_bound_is_the_first_at_or_above_
     assert (bucket_index(1.0), bucket_index(2.0), bucket_index(0.5)) == (0, 2**SCHEMA, -(2**SCHEMA))
     assert bucket_index(1.0000001) == 1
     rng = random.Random(3)
-    for _ in range(10_000):
-        value = math.exp(rng.uniform(-12, 6))
+    values = [math.exp(rng.uniform(-12, 6)) for _ in range(10_000)] + [upper_bound(i) for i in range(-40, 40)]
+    hist = NativeHistogram()
+    for value in values:
         index = bucket_index(value)
         assert upper_bound(index - 1) < value <= upper_bound(index) * (1 + 1e-12)
+        hist.observe(value)
+    assert hist.buckets == Counter(bucket_index(v) for v in values)  # observe's inlined index is bucket_index
 
 
 def test_spans_and_deltas_give_back_every_bucket() -> None:
