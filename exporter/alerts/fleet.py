@@ -59,10 +59,75 @@ class Record:
     meaning: str
 
 
+def _leader(metric: str) -> str:
+    return f"group_model_tenant:{metric.removesuffix('_total')}:leader_rate5m"
+
+
+def _worker_share(metric: str) -> str:
+    return f"group_model_tenant:{metric.removesuffix('_total')}:worker_rate5m"
+
+
+def _with_workers(metric: str, by: str = _MT) -> str:
+    """The per-(model, tenant) rate of an attribution counter plus the tenants' shares of group workers' usage (0
+    where the model has no multi-node group)."""
+    own = _rate(metric, by)
+    return f"(\n  {own}\n  + (sum by ({by}) ({_worker_share(metric)}) or {own} * 0)\n)"
+
+
+def group_records(metric: str, worker_metric: str) -> tuple[Record, ...]:
+    """A multi-node group's usage per tenant: the leader's own charges plus the workers' by the leader's shares."""
+    short = metric.removesuffix("_total")
+    leader, worker_share, workers = (
+        _leader(metric),
+        _worker_share(metric),
+        f"group_model:{worker_metric.removesuffix('_total')}:rate5m",
+    )
+    return (
+        Record(
+            leader,
+            f"sum by (group, model, tenant) (\n  {_rate(metric, 'instance, model, tenant')}\n"
+            f"  * on (instance, model) group_left (group)\n  {GROUP_LEADERS}\n)",
+            f"{metric} of a multi-node group's leader node, per tenant: what its requests used of the leader's GPUs.",
+        ),
+        Record(
+            workers,
+            f"sum by (group) (rate({worker_metric}[5m]))\n* on (group) group_right ()\n"
+            f'group by (group, model) ({names.INSTANCE_INFO}{{group!=""}})\nor on (group)\n'
+            f"{_rate(worker_metric, 'group, model')}",
+            f"{worker_metric} of a group's workers, with the leader's model (the worker's own while the leader is "
+            "not in view).",
+        ),
+        Record(
+            worker_share,
+            f"{leader}\n/ on (group, model) group_left ()\n(sum by (group, model) ({leader}) > 0)\n"
+            f"* on (group, model) group_left ()\n{workers}",
+            f"{worker_metric} of a group's workers per tenant, in proportion to the tenant's share of the leader's.",
+        ),
+        Record(
+            f"group_model_tenant:{short}:rate5m",
+            f"{leader}\n+ ({worker_share} or {leader} * 0)",
+            "Per tenant, every GPU of the group: the leader's charge plus the tenant's share of the workers' usage. "
+            "Summed over tenants: the leader's charges and all the workers' usage.",
+        ),
+    )
+
+
+GROUP_RECORDS: tuple[Record, ...] = (
+    *group_records(names.ENERGY_JOULES, names.GROUP_ENERGY_JOULES),
+    *group_records(names.COST_USD, names.GROUP_COST_USD),
+    *group_records(names.GPU_SECONDS, names.GROUP_GPU_SECONDS),
+)
+
+
 RECORDS: tuple[Record, ...] = (
+    *GROUP_RECORDS,
     Record("model_tenant_type:llm_tokens:rate5m", _rate(TOKENS, f"{_MT}, type"), "Tokens/s by type (input, output)."),
     Record(TOKENS_RATE, _rate(TOKENS, _MT), "Tokens/s, input and output together."),
-    Record(COST_RATE, _rate(names.COST_USD, _MT), "$/s charged to requests (usage)."),
+    Record(
+        COST_RATE,
+        _with_workers(names.COST_USD),
+        "$/s charged to requests (usage), a multi-node group's workers' usage shared as their leader's.",
+    ),
     Record(
         "model_tenant:llm_usd_per_million_tokens:usage_rate5m",
         f"1e6 * {COST_RATE} / {TOKENS_RATE}",
@@ -78,8 +143,9 @@ RECORDS: tuple[Record, ...] = (
     Record(
         ALLOCATED_COST_RATE,
         f"sum by ({_MT}) (\n  {_rate(names.COST_USD, f'instance, {_MT}')}\n  * on (instance) group_left ()\n"
-        f"  {ALLOCATION_FACTOR}\n)",
-        "$/s with each node's idle and unattributed cost shared among its users in proportion to their usage.",
+        f"  {ALLOCATION_FACTOR}\n)\n+ (sum by ({_MT}) ({_worker_share(names.COST_USD)}) or {COST_RATE} * 0)",
+        "$/s with each node's idle and unattributed cost shared among its users in proportion to their usage (a "
+        "group's workers' usage as in the usage rate).",
     ),
     Record(
         ALLOCATED_USD_PER_MILLION,
@@ -88,13 +154,14 @@ RECORDS: tuple[Record, ...] = (
     ),
     Record(
         "model_tenant:llm_joules_per_token:rate5m",
-        f"{_rate(names.ENERGY_JOULES, _MT)}\n/\n{TOKENS_RATE}",
+        f"{_with_workers(names.ENERGY_JOULES)}\n/\n{TOKENS_RATE}",
         "Joules per token (usage basis: the energy of the requests' GPU time).",
     ),
     Record(
         "model_tenant:llm_gpu_busy:rate5m",
-        _rate(names.GPU_SECONDS, _MT),
-        "GPU-seconds per second: how many GPUs' worth of busy time the model and tenant use.",
+        _with_workers(names.GPU_SECONDS),
+        "GPU-seconds per second: how many GPUs' worth of busy time the model and tenant use (a multi-node group's "
+        "workers included).",
     ),
     Record(
         "fleet:llm_gpu_busy:ratio_rate5m",
@@ -125,43 +192,6 @@ RECORDS: tuple[Record, ...] = (
     ),
 )
 
-
-def group_records(metric: str, worker_metric: str) -> tuple[Record, ...]:
-    """A multi-node group's usage per tenant: the leader's own charges plus the workers' by the leader's shares."""
-    short = metric.removesuffix("_total")
-    leader = f"group_model_tenant:{short}:leader_rate5m"
-    workers = f"group_model:{worker_metric.removesuffix('_total')}:rate5m"
-    share = f"(\n  {leader}\n  / on (group, model) group_left ()\n  (sum by (group, model) ({leader}) > 0)\n)"
-    return (
-        Record(
-            leader,
-            f"sum by (group, model, tenant) (\n  {_rate(metric, 'instance, model, tenant')}\n"
-            f"  * on (instance, model) group_left (group)\n  {GROUP_LEADERS}\n)",
-            f"{metric} of a multi-node group's leader node, per tenant: what its requests used of the leader's GPUs.",
-        ),
-        Record(
-            workers,
-            f"sum by (group) (rate({worker_metric}[5m]))\n* on (group) group_right ()\n"
-            f'group by (group, model) ({names.INSTANCE_INFO}{{group!=""}})\nor on (group)\n'
-            f"{_rate(worker_metric, 'group, model')}",
-            f"{worker_metric} of a group's workers, with the leader's model (the worker's own while the leader is "
-            "not in view).",
-        ),
-        Record(
-            f"group_model_tenant:{short}:rate5m",
-            f"{leader}\n+ (\n  {share}\n  * on (group, model) group_left ()\n  {workers}\n  or {leader} * 0\n)",
-            "Per tenant, every GPU of the group: the leader's charge plus the workers' usage in proportion to the "
-            "tenant's share of the leader's. Summed over tenants: the leader's charges and all the workers' usage.",
-        ),
-    )
-
-
-GROUP_RECORDS: tuple[Record, ...] = (
-    *group_records(names.ENERGY_JOULES, names.GROUP_ENERGY_JOULES),
-    *group_records(names.COST_USD, names.GROUP_COST_USD),
-    *group_records(names.GPU_SECONDS, names.GROUP_GPU_SECONDS),
-)
-RECORDS += GROUP_RECORDS
 assert {names.level(r.record) for r in RECORDS} <= set(names.LEVELS), "every record's level needs its labels"
 
 
@@ -274,6 +304,12 @@ def _group_test() -> TestGroup:
     check('group_model_tenant:llm_energy_joules:rate5m{tenant="beta"}', beta, 1_000)
     check('group_model_tenant:llm_cost_usd:rate5m{tenant="acme"}', acme, 2)
     check('group_model_tenant:llm_gpu_seconds:rate5m{tenant="beta"}', beta, 2_333)  # 1 + 4 / 3 GPU-s per second
+    check('group_model_tenant:llm_energy_joules:worker_rate5m{tenant="beta"}', beta, 500)
+    # Per model and tenant across the fleet, a group's workers count too: acme's $/s for `big` is its leader
+    # charge (0.06/min), the plain replica's (0.6/min) and 2/3 of the worker's 0.09/min; beta's 0.03 + 0.03.
+    check(f'{COST_RATE}{{model="big",tenant="acme"}}', {"model": "big", "tenant": "acme"}, 12)
+    check(f'{COST_RATE}{{model="big",tenant="beta"}}', {"model": "big", "tenant": "beta"}, 1)
+    check(f'{COST_RATE}{{model="small"}}', {"model": "small", "tenant": "acme"}, 10)
     # Every GPU of the group, summed over tenants: the leader's charges and all the worker's usage (2.5 J/s).
     check("sum by (group, model) (group_model_tenant:llm_energy_joules:rate5m)", big, 3_000)
     return group
