@@ -74,9 +74,13 @@ def _with_workers(metric: str, by: str = _MT) -> str:
     return f"(\n  {own}\n  + (sum by ({by}) ({_worker_share(metric)}) or {own} * 0)\n)"
 
 
+def group_total(metric: str) -> str:
+    """The recorded per-tenant usage of every GPU of a multi-node group, for an attribution counter."""
+    return f"group_model_tenant:{metric.removesuffix('_total')}:rate5m"
+
+
 def group_records(metric: str, worker_metric: str) -> tuple[Record, ...]:
     """A multi-node group's usage per tenant: the leader's own charges plus the workers' by the leader's shares."""
-    short = metric.removesuffix("_total")
     leader, worker_share, workers = (
         _leader(metric),
         _worker_share(metric),
@@ -104,7 +108,7 @@ def group_records(metric: str, worker_metric: str) -> tuple[Record, ...]:
             f"{worker_metric} of a group's workers per tenant, in proportion to the tenant's share of the leader's.",
         ),
         Record(
-            f"group_model_tenant:{short}:rate5m",
+            group_total(metric),
             f"{leader}\n+ ({worker_share} or {leader} * 0)",
             "Per tenant, every GPU of the group: the leader's charge plus the tenant's share of the workers' usage. "
             "Summed over tenants: the leader's charges and all the workers' usage.",

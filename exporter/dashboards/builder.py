@@ -47,6 +47,9 @@ class PanelSpec:
     unit: str = "short"
     w: int = 12
     h: int = 8
+    # Shows what only a fleet has (a multi-node group spans nodes): empty on one node, so the single-node live test
+    # leaves it to the fleet's (tests/e2e/test_fleet.py).
+    fleet_only: bool = False
 
 
 @dataclass(frozen=True)

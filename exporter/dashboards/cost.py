@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.alerts import fleet
+from exporter.alerts import fleet, names
 from exporter.dashboards import promql as q
 from exporter.dashboards.builder import TOKENS, DashboardSpec, PanelSpec, Query
 from exporter.dashboards.common import FILTERS, VARIABLES
@@ -58,12 +58,13 @@ def spec() -> DashboardSpec:
         PanelSpec(
             "Idle and unattributed cost",
             "Dollars per hour not charged to any request: idle GPU time (no token work) and unattributed time "
-            "(work whose spans never came, or a GPU that was down). A high unattributed share means the picture "
-            "is incomplete." + FILTERS,
+            "(work whose spans never came, or a GPU that was down), beside what requests and multi-node group "
+            "workers used. A high unattributed share means the picture is incomplete." + FILTERS,
             (
                 Query(f"3600 * {q.or_zero(q.rate(c.IDLE_COST))}", "idle"),
                 Query(f"3600 * {q.or_zero(q.rate(c.UNATTRIBUTED_COST, 'reason'))}", "unattributed {{reason}}"),
                 Query(f"3600 * {q.rate(c.COST)}", "charged to requests"),
+                Query(f"3600 * {q.or_zero(q.rate(c.GROUP_COST))}", "multi-node group workers (busy)"),
             ),
             unit="currencyUSD",
         ),
@@ -75,8 +76,18 @@ def spec() -> DashboardSpec:
                 Query(q.or_zero(q.rate(c.IDLE_ENERGY)), "idle"),
                 Query(q.or_zero(q.rate(c.UNATTRIBUTED_ENERGY, "reason")), "unattributed {{reason}}"),
                 Query(q.rate(c.ENERGY), "charged to requests"),
+                Query(q.or_zero(q.rate(c.GROUP_ENERGY)), "multi-node group workers (busy)"),
             ),
             unit="watt",
+        ),
+        PanelSpec(
+            "Multi-node groups: $ per hour by tenant",
+            "Dollars per hour of every GPU of each multi-node group (leader and workers, across nodes) per tenant: "
+            "the tenant's charge on the leader's GPUs plus its share of the workers' busy usage (fleet recording "
+            "rule over 5m). Empty without multi-node groups.",
+            (Query(f"3600 * {q.sel(fleet.group_total(names.COST_USD))}", "{{group}} {{model}} {{tenant}}"),),
+            unit="currencyUSD",
+            fleet_only=True,
         ),
         PanelSpec(
             "GPU-hours by model and tenant",
