@@ -8,7 +8,7 @@ import random
 import pytest
 
 from exporter.sim.scenarios import scenario
-from exporter.sim.simulation import Simulation, SimSpec
+from exporter.sim.simulation import SimSpec, Simulation
 from exporter.sim.spec import FleetSpec, NodeSpec
 
 START = 1_800_000_000.0
