@@ -14,8 +14,13 @@ the GPU sample intervals, because W is only known at scrape resolution.
 - What no request claimed by the time an interval leaves the retention window is unattributed ("unclaimed":
   spans lost or never sent); intervals with a GPU down are unattributed at once ("gpu_down").
 - GPUs that belong to no known instance are idle.
+- GPUs of a multi-node group's worker (no API server, no spans, no counters on this node) are charged to the
+  group and its model for the time they were busy (NVML utilisation above 0 since the last energy reading: a
+  tensor-parallel worker runs kernels exactly when its leader does), idle otherwise. The tenant split of that
+  needs the leader's spans, on another node: the fleet recording rules do it (docs/design.md §5).
 
-So for every GPU: attributed + idle + unattributed + pending (still claimable) = measured, exactly.
+So for every GPU: attributed (to requests or to a group) + idle + unattributed + pending (still claimable) =
+measured, exactly.
 """
 
 from __future__ import annotations
@@ -143,7 +148,8 @@ class Attributor:
         self.retention_s = retention_s
         self.intervals: dict[str, deque[Interval]] = {}
         self._closed_until: dict[str, float] = {}  # instance -> end of its newest closed interval
-        self._unassigned_until: dict[str, tuple[float, float]] = {}  # gpu -> (time, energy) last counted idle
+        # gpu -> (time, energy) last counted, for GPUs measured by their own readings (unassigned, group workers)
+        self._counted_until: dict[str, tuple[float, float]] = {}
         self.pending: list[tuple[str, RequestSpan, str]] = []  # (instance, span, tenant) waiting for intervals
         self.attributed: dict[tuple[str, str, str], Amount] = {}  # (model, tenant, phase)
         self.by_phase: dict[tuple[str, str], Amount] = {}  # (model, phase): kept when tenants are forgotten
@@ -151,6 +157,7 @@ class Attributor:
         self.unattributed: dict[tuple[str, str], Amount] = {}  # (gpu, reason)
         self.measured: dict[str, Amount] = {}  # gpu
         self.attributed_by_gpu: dict[str, Amount] = {}  # gpu (for the conservation check and residual ratio)
+        self.group: dict[tuple[str, str], Amount] = {}  # (group, model): group workers' busy GPUs
         self.spans: Counter[str] = Counter()  # charged, partial, no_instance, no_gpus
         self.max_pending = 100_000
 
@@ -219,16 +226,43 @@ class Attributor:
     def count_unassigned(self, gpus: Iterable[str], latest: Callable[[str], tuple[float, float] | None]) -> None:
         """GPUs no instance uses: everything they measured since the last tick is idle."""
         for gpu in gpus:
-            now = latest(gpu)
-            if now is None:
+            amount = self._since_last(gpu, latest)
+            if amount is not None:
+                self.idle.setdefault(gpu, Amount()).add(amount)
+
+    def count_group(
+        self,
+        group: str,
+        model: str,
+        gpus: Iterable[str],
+        latest: Callable[[str], tuple[float, float] | None],
+        busy: Callable[[str, float, float], bool],
+    ) -> None:
+        """A group worker's GPUs: what each measured since the last tick is the group's (and its model's) when it
+        was busy between the two readings, idle when it was not."""
+        for gpu in gpus:
+            last = self._counted_until.get(gpu)
+            amount = self._since_last(gpu, latest)
+            if amount is None or last is None:
                 continue
-            last = self._unassigned_until.get(gpu)
-            self._unassigned_until[gpu] = now
-            if last is None or now[0] <= last[0]:
-                continue
-            amount = self._amount(gpu, now[0] - last[0], max(0.0, now[1] - last[1]))
-            self.measured.setdefault(gpu, Amount()).add(amount)
-            self.idle.setdefault(gpu, Amount()).add(amount)
+            if busy(gpu, last[0], last[0] + amount.gpu_seconds):
+                self.group.setdefault((group, model), Amount()).add(amount)
+                self.attributed_by_gpu.setdefault(gpu, Amount()).add(amount)
+            else:
+                self.idle.setdefault(gpu, Amount()).add(amount)
+
+    def _since_last(self, gpu: str, latest: Callable[[str], tuple[float, float] | None]) -> Amount | None:
+        """What a GPU measured between its last counted reading and its latest one (counted as measured)."""
+        now = latest(gpu)
+        if now is None:
+            return None
+        last = self._counted_until.get(gpu)
+        self._counted_until[gpu] = now
+        if last is None or now[0] <= last[0]:
+            return None
+        amount = self._amount(gpu, now[0] - last[0], max(0.0, now[1] - last[1]))
+        self.measured.setdefault(gpu, Amount()).add(amount)
+        return amount
 
     def forget(self, series: set[tuple[str, str]]) -> None:
         """Drop the attributed totals of these (model, tenant) pairs (their requests went idle), and a model's
@@ -240,9 +274,9 @@ class Attributor:
             del self.by_phase[model_phase]
 
     def forget_assigned(self, gpus: Iterable[str]) -> None:
-        """GPUs that now belong to an instance stop being counted as unassigned."""
+        """GPUs that now belong to an instance stop being counted by their own readings."""
         for gpu in gpus:
-            self._unassigned_until.pop(gpu, None)
+            self._counted_until.pop(gpu, None)
 
     def expire(self, now: float) -> None:
         """Intervals older than the retention window: what nobody claimed is unattributed."""

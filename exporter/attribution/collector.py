@@ -1,4 +1,5 @@
-"""prometheus_client Collector for the attribution counters (per model/tenant/phase, idle and unattributed)."""
+"""prometheus_client Collector for the attribution counters (per model/tenant/phase, idle, group workers and
+unattributed)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class AttributionCollector(Collector):
             counter(catalog.UNATTRIBUTED_ENERGY),
             counter(catalog.UNATTRIBUTED_COST),
         )
+        group = (counter(catalog.GROUP_GPU_SECONDS), counter(catalog.GROUP_ENERGY), counter(catalog.GROUP_COST))
         pending, outcomes = gauge(catalog.PENDING_ENERGY), counter(catalog.ATTRIBUTION_SPANS)
         forwarded = counter(catalog.FORWARDED_SPANS)
         if self.stage.forwarder is not None:
@@ -55,6 +57,9 @@ class AttributionCollector(Collector):
             for gpu, amount in sorted(a.idle.items()):
                 for family, value in zip(idle, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
                     family.add_metric([gpu], value)
+            for (name, model), amount in sorted(a.group.items()):
+                for family, value in zip(group, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
+                    family.add_metric([name, model], value)
             for (gpu, reason), amount in sorted(a.unattributed.items()):
                 for family, value in zip(lost, (amount.gpu_seconds, amount.joules, amount.usd), strict=True):
                     family.add_metric([gpu, reason], value)
@@ -62,4 +67,4 @@ class AttributionCollector(Collector):
                 pending.add_metric([gpu], a.pending_amount(gpu).joules)
             for outcome, count in sorted(a.spans.items()):
                 outcomes.add_metric([outcome], count)
-        yield from (seconds, joules, usd, *by_phase, *idle, *lost, pending, outcomes, forwarded)
+        yield from (seconds, joules, usd, *by_phase, *idle, *group, *lost, pending, outcomes, forwarded)

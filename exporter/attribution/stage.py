@@ -196,6 +196,19 @@ class AttributionStage:
                 return None
             return sample.timestamp, sample.energy_joules
 
+        def busy(gpu: str, start: float, end: float) -> bool:
+            # Utilisation is the driver's share of its last period with a kernel running; unknown counts as busy
+            # (the GPU is held for the group's model either way). Only samples after `start` count
+            # (the driver's last period before each sample: the one at `start` covers time before the interval).
+            samples = self.gpus.samples_between(gpu, start, end)
+            ratios = [s.gpu_busy_ratio for s in samples if s.up and s.timestamp > start]
+            known = [r for r in ratios if r is not None]
+            return not known or max(known) > 0.0
+
+        for worker in self.topology.current().workers:
+            uuids = tuple(u for u in self._uuids(worker.gpus) if u not in assigned)
+            self.attributor.count_group(worker.group, worker.model or "", uuids, latest, busy)
+            assigned.update(uuids)
         self.attributor.count_unassigned([i.uuid for i in self.gpus.identities if i.uuid not in assigned], latest)
         for charge in self.attributor.charge_ready(now):
             self._forward(charge.span, charge.tenant, self.gpus_of(charge.span.instance), charge)

@@ -865,6 +865,30 @@ UNATTRIBUTED_COST = MetricSpec(
     "Dollars not charged to any request (reasons as llm_gpu_unattributed_seconds_total).",
     ("gpu", "reason"),
 )
+# A multi-node group's worker GPUs on this node (no spans, no counters here): one series per group and model on
+# the worker's node, whatever the tenants (the tenant split is a fleet recording rule): 3 models x 3 = 9 at most.
+GROUP_LABELS = ("group", "model")
+GROUP_GPU_SECONDS = MetricSpec(
+    "llm_group_gpu_seconds_total",
+    Kind.COUNTER,
+    "GPU time of a multi-node group's worker GPUs on this node while they were busy, charged to the group (its "
+    "leader's instance id, or the configured group) and model ('' when only the leader knows it). Per tenant: the "
+    "fleet rule group_model_tenant:llm_gpu_seconds:rate5m, from the leader's tenant shares.",
+    GROUP_LABELS,
+)
+GROUP_ENERGY = MetricSpec(
+    "llm_group_energy_joules_total",
+    Kind.COUNTER,
+    "GPU energy of a multi-node group's worker GPUs on this node while they were busy (see "
+    "llm_group_gpu_seconds_total); idle time is llm_idle_energy_joules_total.",
+    GROUP_LABELS,
+)
+GROUP_COST = MetricSpec(
+    "llm_group_cost_usd_total",
+    Kind.COUNTER,
+    "Dollars of a multi-node group's worker GPUs on this node while they were busy (see llm_group_gpu_seconds_total).",
+    GROUP_LABELS,
+)
 PENDING_ENERGY = MetricSpec(
     "llm_attribution_pending_joules",
     Kind.GAUGE,
@@ -898,6 +922,9 @@ ATTRIBUTION_METRICS: tuple[MetricSpec, ...] = (
     IDLE_SECONDS,
     IDLE_ENERGY,
     IDLE_COST,
+    GROUP_GPU_SECONDS,
+    GROUP_ENERGY,
+    GROUP_COST,
     UNATTRIBUTED_SECONDS,
     UNATTRIBUTED_ENERGY,
     UNATTRIBUTED_COST,
@@ -1045,10 +1072,20 @@ INSTANCE_INFO = MetricSpec(
     "series), model = configured or inferred model ('' until known), namespace and pod (Kubernetes, else ''), "
     "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown); role = prefill, decode or both "
     "(prefill/decode disaggregation: the pod's llm-d.ai/role label, the static config's role, vLLM's "
-    "--kv-transfer-config kv_role, else ''); mfu_metrics = whether vLLM's estimated FLOPs and bytes count: on, off "
-    "(served but 0 after the engine did work: start vLLM with --enable-mfu-metrics), absent (this vLLM does not "
-    "serve them) or unknown (no scrape or no work yet).",
-    ("vllm_instance", "model", "namespace", "pod", "gpus", "role", "mfu_metrics"),
+    "--kv-transfer-config kv_role, else ''); group = the multi-node group it leads (its own id for a "
+    "LeaderWorkerSet leader, the static config's group; '' when alone); mfu_metrics = whether vLLM's estimated "
+    "FLOPs and bytes count: on, off (served but 0 after the engine did work: start vLLM with "
+    "--enable-mfu-metrics), absent (this vLLM does not serve them) or unknown (no scrape or no work yet).",
+    ("vllm_instance", "model", "namespace", "pod", "gpus", "role", "mfu_metrics", "group"),
+)
+GROUP_WORKER_INFO = MetricSpec(
+    "llm_group_worker_info",
+    Kind.GAUGE,
+    "Always 1 per multi-node group worker on this node (a LeaderWorkerSet worker pod, or a static entry with a "
+    "group and no url): worker = its id, group = the group (its leader's vllm_instance in Kubernetes), model "
+    "('' when only the leader knows it), namespace, pod, gpus. Its GPUs' busy time is llm_group_*_total.",
+    ("worker", "group", "model", "namespace", "pod", "gpus"),
+    scope=INSTANCE,
 )
 TOPOLOGY_INSTANCES = MetricSpec(
     "llm_exporter_topology_instances",
@@ -1079,6 +1116,7 @@ TOPOLOGY_ERRORS = MetricSpec(
 )
 TOPOLOGY_METRICS: tuple[MetricSpec, ...] = (
     INSTANCE_INFO,
+    GROUP_WORKER_INFO,
     TOPOLOGY_INSTANCES,
     TOPOLOGY_STALE,
     TOPOLOGY_OBSERVED,

@@ -35,6 +35,20 @@ class TopologyCollector(Collector):
                     ",".join(instance.gpus),
                     instance.role or "",
                     self.mfu_metrics(instance.id),
+                    instance.group or "",
+                ],
+                1,
+            )
+        workers = gauge(catalog.GROUP_WORKER_INFO)
+        for worker in topology.workers:
+            workers.add_metric(
+                [
+                    worker.id,
+                    worker.group,
+                    worker.model or "",
+                    worker.namespace or "",
+                    worker.pod or "",
+                    ",".join(worker.gpus),
                 ],
                 1,
             )
@@ -48,4 +62,4 @@ class TopologyCollector(Collector):
         errors = counter(catalog.TOPOLOGY_ERRORS)
         for (source, reason), count in sorted(self.source.error_counts().items()):
             errors.add_metric([source, reason], count)
-        yield from (info, instances, stale, observed, errors)
+        yield from (info, workers, instances, stale, observed, errors)

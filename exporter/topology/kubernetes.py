@@ -28,6 +28,7 @@ from exporter.topology.model import (
     ROLES,
     SOURCE_KUBERNETES,
     ErrorCounts,
+    GroupWorker,
     Instance,
     Topology,
     empty_topology,
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 PODS_PATH = "/api/v1/pods"
 OTEL_SERVICE_NAME_ENV = "OTEL_SERVICE_NAME"
 OTEL_RESOURCE_ATTRIBUTES_ENV = "OTEL_RESOURCE_ATTRIBUTES"
+# LeaderWorkerSet's labels on every pod of a group (sigs.k8s.io/lws, api/leaderworkerset/v1).
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 
 
 class Skipped(NamedTuple):
@@ -68,9 +73,31 @@ def _resource_attribute(attributes: str, key: str) -> str | None:
     return None
 
 
-def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -> Instance | Skipped:
-    """The instance a Pod object describes, or why it is none. Only Running pods with an IP count. The metrics
-    port is the annotation `port_annotation` if present, else the container port named `port_name`."""
+def lws_group(namespace: str, labels: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """(group id, is the leader) of a LeaderWorkerSet pod, else None. The group's id is its leader's instance id:
+    LeaderWorkerSet names the leader pod `<set>-<group index>` and its workers `<set>-<group index>-<worker index>`,
+    and labels every member with the set's name, the group index and the worker index (0: the leader)."""
+    name, index, worker = (labels.get(k) for k in (LWS_NAME_LABEL, LWS_GROUP_INDEX_LABEL, LWS_WORKER_INDEX_LABEL))
+    if not (isinstance(name, str) and isinstance(index, str) and isinstance(worker, str)) or not name:
+        return None
+    if not (index.isdigit() and worker.isdigit()):
+        return None
+    return f"{namespace}/{name}-{index}", int(worker) == 0
+
+
+def _model_arg(containers: list[Mapping[str, Any]]) -> str | None:
+    for container in containers:
+        args = [str(a) for a in (*(container.get("command") or ()), *(container.get("args") or ()))]
+        model = parse_vllm_args(args).model_label
+        if model:
+            return model
+    return None
+
+
+def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -> Instance | GroupWorker | Skipped:
+    """The instance a Pod object describes (a group's worker: a GroupWorker), or why it is none. Only Running
+    pods with an IP count. The metrics port is the annotation `port_annotation` if present, else the container
+    port named `port_name`; a LeaderWorkerSet worker (worker index > 0) needs none."""
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
@@ -83,6 +110,14 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
     if not isinstance(ip, str) or not ip:
         return Skipped("no_ip")
     containers: list[Mapping[str, Any]] = [c for c in spec.get("containers") or () if isinstance(c, Mapping)]
+    labels = meta.get("labels") or {}
+    group = lws_group(namespace, labels)
+    if group is not None and not group[1]:
+        # A worker's GPUs are the leader's model's; its own arguments name the model when it runs vLLM
+        # (`vllm serve <model> --headless`), not when it is a Ray worker (the fleet rules take the leader's).
+        return GroupWorker(
+            id=f"{namespace}/{name}", group=group[0], model=_model_arg(containers), namespace=namespace, pod=name
+        )
     annotations = meta.get("annotations") or {}
     port: int | None = None
     container: Mapping[str, Any] | None = None
@@ -122,7 +157,6 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
         env.get(OTEL_RESOURCE_ATTRIBUTES_ENV, ""), "service.name"
     )
     vllm = parse_vllm_args(args)
-    labels = meta.get("labels") or {}
     role = labels.get(POD_ROLE_LABEL) if labels.get(POD_ROLE_LABEL) in ROLES else vllm.role
     return Instance(
         id=f"{namespace}/{name}",
@@ -135,6 +169,7 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
         ip=ip,
         service_instance_ids=tuple(dict.fromkeys(v for v in (explicit, *instance_ids) if v)),
         service_names=(service_name,) if service_name else (),
+        group=group[0] if group is not None else None,
     )
 
 
@@ -219,7 +254,7 @@ class KubernetesOptions:
 @dataclass(frozen=True, slots=True)
 class _PodEntry:
     key: PodKey
-    result: Instance | Skipped
+    result: Instance | GroupWorker | Skipped
 
 
 class KubernetesTopology:
@@ -480,21 +515,30 @@ class KubernetesTopology:
 
     def _publish(self, want_gpus: bool = False) -> None:
         instances: list[Instance] = []
+        workers: list[GroupWorker] = []
         missing = False
         for entry in self._pods.values():
             if isinstance(entry.result, Skipped):
                 continue
             gpus = None if self._gpus is None else self._gpus.get(entry.key)
             missing = missing or gpus is None
-            instances.append(replace(entry.result, gpus=gpus or ()))
+            if isinstance(entry.result, GroupWorker):
+                workers.append(replace(entry.result, gpus=gpus or ()))
+            else:
+                instances.append(replace(entry.result, gpus=gpus or ()))
         instances.sort(key=lambda i: i.id)
+        workers.sort(key=lambda w: w.id)
         old = self._topology
-        self._topology = Topology(tuple(instances), self._observed_at, SOURCE_KUBERNETES, stale=self._stale)
-        if old.instances != self._topology.instances:
+        self._topology = Topology(
+            tuple(instances), self._observed_at, SOURCE_KUBERNETES, stale=self._stale, workers=tuple(workers)
+        )
+        if old.instances != self._topology.instances or old.workers != self._topology.workers:
             log.info(
-                "Kubernetes topology: %d instance(s): %s",
+                "Kubernetes topology: %d instance(s): %s; %d group worker(s): %s",
                 len(instances),
                 ", ".join(f"{i.id} {i.url} gpus={','.join(i.gpus) or '?'}" for i in instances) or "-",
+                len(workers),
+                ", ".join(f"{w.id} group={w.group} gpus={','.join(w.gpus) or '?'}" for w in workers) or "-",
             )
         if missing and want_gpus:
             self._gpu_wanted.set()

@@ -49,6 +49,21 @@ class Instance:
     service_instance_ids: tuple[str, ...] = ()
     service_names: tuple[str, ...] = ()
     role: str | None = None  # prefill, decode or both (ROLES); None when nothing says
+    # The multi-node group it leads (LeaderWorkerSet, or the static config's `group`); None when it is alone.
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupWorker:
+    """A worker of a multi-node group on this node: GPUs busy for the group's leader, with no API server, no spans
+    and no /metrics of its own (a LeaderWorkerSet worker pod, a `vllm serve --headless` or Ray worker)."""
+
+    id: str  # "namespace/pod", or the configured name
+    group: str  # the group's id: the leader's instance id in Kubernetes, the configured `group` in static mode
+    model: str | None = None  # from its own vLLM arguments or the config; None: the leader's (fleet rules join it)
+    gpus: tuple[str, ...] = ()
+    namespace: str | None = None
+    pod: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,7 @@ class Topology:
     observed_at: float = 0.0  # unix time the source last confirmed this view (0: never)
     source: str = ""
     stale: bool = False
+    workers: tuple[GroupWorker, ...] = ()  # multi-node group workers on this node (not instances: nothing to scrape)
 
     def by_id(self, instance_id: str) -> Instance | None:
         """The instance with that id, if present."""

@@ -11,9 +11,10 @@ from exporter.topology.kubernetes import (
     Skipped,
     failure_reason,
     in_cluster_api_url,
+    lws_group,
     pod_instance,
 )
-from exporter.topology.model import Instance
+from exporter.topology.model import GroupWorker, Instance
 from tests.support.k8s_api import make_pod
 
 ANNOTATION = "llm-token-exporter/port"
@@ -131,3 +132,44 @@ def test_the_role_comes_from_the_llm_d_label_else_the_kv_transfer_config() -> No
     assert instance_of(make_pod("p", "10.0.0.1", args=kv)).role == "decode"
     assert instance_of(make_pod("p", "10.0.0.1", labels={"llm-d.ai/role": "chef"})).role is None
     assert instance_of(make_pod("p", "10.0.0.1")).role is None
+
+
+LWS = {
+    "app": "vllm",
+    "leaderworkerset.sigs.k8s.io/name": "llama-405b",
+    "leaderworkerset.sigs.k8s.io/group-index": "1",
+    "leaderworkerset.sigs.k8s.io/group-key": "6f1c0e",
+}
+
+
+def test_a_leaderworkerset_leader_is_an_instance_that_names_its_group() -> None:
+    leader = make_pod("llama-405b-1", "10.0.0.5", labels={**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "0"})
+    instance = instance_of(leader)
+    assert (instance.id, instance.group) == ("llm/llama-405b-1", "llm/llama-405b-1")
+    assert instance_of(make_pod("plain", "10.0.0.6")).group is None
+
+
+def test_a_leaderworkerset_worker_is_a_group_worker_even_without_a_port() -> None:
+    labels = {**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "2"}
+    headless = ["vllm", "serve", "meta-llama/Llama-3.1-405B", "--headless", "--data-parallel-start-rank", "2"]
+    worker = pod_instance(
+        make_pod("llama-405b-1-2", "10.0.1.7", labels=labels, args=headless, ports=[]), "http", ANNOTATION
+    )
+    assert worker == GroupWorker(
+        id="llm/llama-405b-1-2",
+        group="llm/llama-405b-1",  # the leader's instance id
+        model="meta-llama/Llama-3.1-405B",
+        namespace="llm",
+        pod="llama-405b-1-2",
+    )
+    ray = pod_instance(make_pod("llama-405b-1-1", "10.0.1.8", labels=labels, args=["ray", "start"]), "http", ANNOTATION)
+    assert isinstance(ray, GroupWorker) and ray.model is None  # the fleet rules take the leader's model
+    pending = make_pod("llama-405b-1-3", None, labels=labels, phase="Pending")
+    assert pod_instance(pending, "http", ANNOTATION) == Skipped("not_running", "Pending")
+
+
+def test_partial_leaderworkerset_labels_are_no_group() -> None:
+    assert lws_group("llm", {"leaderworkerset.sigs.k8s.io/name": "x"}) is None
+    bad_index = {**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "leader"}
+    assert lws_group("llm", bad_index) is None
+    assert lws_group("llm", {**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "3"}) == ("llm/llama-405b-1", False)

@@ -318,3 +318,24 @@ def test_gpus_arrive_when_a_new_pod_appears(token_file: Path) -> None:
             await eventually(lambda: ids(source) == ["llm/late"] and get(source, "llm/late").gpus == ("GPU-7",), "GPUs")
 
     run(scenario)
+
+
+def test_group_workers_get_their_gpus_and_stay_apart_from_instances(token_file: Path) -> None:
+    api = FakeKubeApi()
+    lws = {"app": "vllm", "leaderworkerset.sigs.k8s.io/name": "big", "leaderworkerset.sigs.k8s.io/group-index": "0"}
+    worker_pod = api.add(
+        make_pod("big-0-1", "10.244.0.20", labels={**lws, "leaderworkerset.sigs.k8s.io/worker-index": "1"})
+    )
+    api.add(make_pod("a", "10.244.0.10"))
+    gpus = FakeGpus({("llm", "big-0-1"): ("GPU-5", "GPU-6"), ("llm", "a"): ("GPU-1",)})
+
+    async def scenario() -> None:
+        async with serving(api), watching(api, token_file, gpus) as source:
+            await eventually(lambda: bool(source.current().workers and source.current().workers[0].gpus), "GPUs")
+            assert ids(source) == ["llm/a"]
+            (worker,) = source.current().workers
+            assert (worker.id, worker.group, worker.gpus) == ("llm/big-0-1", "llm/big-0", ("GPU-5", "GPU-6"))
+            api.delete(worker_pod["metadata"]["uid"])
+            await eventually(lambda: not source.current().workers, "the worker's deletion")
+
+    run(scenario)

@@ -16,6 +16,7 @@ from exporter.topology.build import TopologyOptions, build_source, compute_proce
 from exporter.topology.collector import TopologyCollector
 from exporter.topology.kubernetes import KubernetesTopology
 from exporter.topology.model import (
+    GroupWorker,
     Instance,
     SpanSender,
     Topology,
@@ -246,11 +247,11 @@ def test_collector_renders_instances_and_health() -> None:
     registry.register(TopologyCollector(source, lambda i: {"llm/a": "on"}.get(i, "unknown")))
     text = generate_latest(registry).decode()
     assert (
-        'llm_engine_instance_info{gpus="GPU-1,GPU-2",mfu_metrics="on",model="llama",namespace="llm",pod="a",'
+        'llm_engine_instance_info{gpus="GPU-1,GPU-2",group="",mfu_metrics="on",model="llama",namespace="llm",pod="a",'
         'role="",vllm_instance="llm/a"} 1.0' in text
     )
     assert (
-        'llm_engine_instance_info{gpus="",mfu_metrics="unknown",model="",namespace="llm",pod="b",role="",'
+        'llm_engine_instance_info{gpus="",group="",mfu_metrics="unknown",model="",namespace="llm",pod="b",role="",'
         'vllm_instance="llm/b"} 1.0' in text
     )
     assert 'llm_exporter_topology_instances{source="kubernetes"} 2.0' in text
@@ -278,3 +279,17 @@ def test_a_static_instance_takes_its_configured_role() -> None:
     assert instance_from_config(cfg(url="http://h:1")).role is None
     with pytest.raises(ValueError, match="role"):
         cfg(url="http://h:1", role="chef")
+
+
+def test_a_static_entry_without_url_is_a_group_worker() -> None:
+    leader = cfg(url="http://10.0.0.5:8000", model="big", name="big-0", group="big-0")
+    worker = cfg(model="big", gpus=["0", "1"], group="big-0")
+    topology = StaticTopology([leader, worker]).current()
+    assert [(i.id, i.group) for i in topology.instances] == [("big-0", "big-0")]
+    assert topology.workers == (GroupWorker(id="big-0/worker", group="big-0", model="big", gpus=("0", "1")),)
+    with pytest.raises(ValueError, match=r"needs a url .* or a group"):
+        cfg(model="big")
+    with pytest.raises(ValueError, match="has no role"):
+        cfg(group="g", role="decode")
+    with pytest.raises(TopologyConfigError, match="the id 'g/worker'"):
+        StaticTopology([cfg(group="g"), cfg(group="g")])
