@@ -78,9 +78,7 @@ async def _query(client: httpx.AsyncClient, base: str, promql: str) -> list[dict
 
 def _truth(start: float) -> tuple[Simulation, float]:
     """The fleet's simulation advanced until every request has finished; and when the last one did."""
-    sim = Simulation(
-        FleetSpec(nodes=NODES, rate_scale=RATE_SCALE), scenario("steady"), SEED, start, start + ARRIVALS_S
-    )
+    sim = Simulation(FleetSpec(nodes=NODES, rate_scale=RATE_SCALE), scenario("steady"), SEED, start, start + ARRIVALS_S)
     t = start + ARRIVALS_S
     sim.advance_to(t)
     while any(r.outcome == "in_flight" for r in sim.ledger.requests.values()):
