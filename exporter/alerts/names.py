@@ -12,6 +12,10 @@ KV_TOKEN_SECONDS = catalog.KV_TOKEN_SECONDS.name  # {model, tenant, phase}
 GPU_IDLE_SECONDS = catalog.IDLE_SECONDS.name  # {gpu}
 GPU_UNATTRIBUTED_SECONDS = catalog.UNATTRIBUTED_SECONDS.name  # {gpu, reason}
 IDLE_COST_USD = catalog.IDLE_COST.name  # {gpu}
+GROUP_GPU_SECONDS = catalog.GROUP_GPU_SECONDS.name  # {group, model}: a multi-node group's worker GPUs
+GROUP_ENERGY_JOULES = catalog.GROUP_ENERGY.name  # {group, model}
+GROUP_COST_USD = catalog.GROUP_COST.name  # {group, model}
+INSTANCE_INFO = catalog.INSTANCE_INFO.name  # {vllm_instance, model, ..., group}
 UNATTRIBUTED_COST_USD = catalog.UNATTRIBUTED_COST.name  # {gpu, reason}
 
 # Prometheus's own per-target series (not the exporter's).
@@ -22,6 +26,8 @@ UP = "up"
 LEVELS: dict[str, tuple[str, ...]] = {
     "model_tenant_type": ("model", "tenant", "type"),
     "model_tenant": ("model", "tenant"),
+    "group_model_tenant": ("group", "model", "tenant"),  # a multi-node group's leader and workers together
+    "group_model": ("group", "model"),
     "model": ("model",),
     "slo": ("model", "slo"),  # `slo` and the SLO's group_by labels: model unless a spec says otherwise
     "fleet": (),

@@ -1,5 +1,5 @@
 """GPU and KV cache: memory and its purposes, utilisation against the peak, bandwidth, power, energy, clocks and their
-reasons, XIDs, request lengths, KV cache and cold starts."""
+reasons, XIDs, request lengths, KV cache (also per data-parallel engine) and cold starts."""
 
 from __future__ import annotations
 
@@ -36,6 +36,25 @@ def _xid_errors() -> str:
     return (
         f"sum by (index, xid) ({xids} unless {xids} offset {q.RANGE})\nor\n{q.increase(c.GPU_XID_ERRORS, 'index, xid')}"
     )
+
+
+def _by_engine(dp: c.MetricSpec, folded: c.MetricSpec, aggregate: str) -> str:
+    """Each data-parallel engine's `dp` series, or for a server with one engine (which has none: the exporter serves
+    them only for data parallelism) its `folded` series as engine 0, so that every instance has a line and a
+    data-parallel one a line per engine. `or` keeps a left-hand engine 0 over the right-hand one of the same
+    instance, so a data-parallel server is never drawn twice."""
+    by = "model, vllm_instance"
+    return (
+        f"{aggregate} by ({by}, engine) ({q.sel(dp)})\nor\n"
+        f'label_replace({aggregate} by ({by}) ({q.sel(folded)}), "engine", "0", "", "")'
+    )
+
+
+_DP = (
+    " A server started with --data-parallel-size N runs N engine cores behind one API server, each with its own "
+    "queue and KV cache; the per-instance panels fold them (queues summed, KV usage the fullest engine's). A "
+    "server with one engine shows as its engine 0."
+)
 
 
 def spec() -> DashboardSpec:
@@ -236,6 +255,35 @@ def spec() -> DashboardSpec:
             w=8,
         ),
         PanelSpec(
+            "KV cache by data-parallel engine",
+            "Share of each engine's KV-cache blocks in use, per instance and engine. Engines of one instance far "
+            "apart (one near 1 and preempting while the others idle) is an imbalanced data-parallel server: its "
+            "load balancing, not its KV cache size, is the problem." + _DP + FILTERS,
+            (
+                Query(
+                    _by_engine(c.ENGINE_DP_KV_USAGE, c.ENGINE_KV_USAGE, "max"),
+                    "{{vllm_instance}} engine {{engine}}",
+                ),
+            ),
+            unit="percentunit",
+        ),
+        PanelSpec(
+            "Queue by data-parallel engine",
+            "Requests waiting in and running on each engine, per instance and engine. Requests waiting on one engine "
+            "while another has room is an imbalanced data-parallel server." + _DP + FILTERS,
+            (
+                Query(
+                    _by_engine(c.ENGINE_DP_WAITING, c.ENGINE_WAITING, "sum"),
+                    "waiting {{vllm_instance}} engine {{engine}}",
+                ),
+                Query(
+                    _by_engine(c.ENGINE_DP_RUNNING, c.ENGINE_RUNNING, "sum"),
+                    "running {{vllm_instance}} engine {{engine}}",
+                ),
+            ),
+            unit="count:req",
+        ),
+        PanelSpec(
             "KV block residency",
             "How long KV-cache blocks live before they are evicted for reuse, and how long they sat unused before "
             "that (p50 and p90 per model, vLLM's --kv-cache-metrics, sampled blocks). Blocks evicted after a short "
@@ -282,8 +330,8 @@ def spec() -> DashboardSpec:
         "LLM / GPU and KV cache",
         "GPU memory (and the KV cache's share of it), MFU and memory bandwidth (vLLM's estimate against the GPU's "
         "peak, and measured), power, energy, clocks and clock-event reasons, XID errors, request lengths, KV-cache "
-        "usage, headroom, residency and prompt tokens by source, preemptions, prefix-cache hits and cold-start "
-        "times.",
+        "usage, headroom, residency and prompt tokens by source, KV usage and queues by data-parallel engine, "
+        "preemptions, prefix-cache hits and cold-start times.",
         panels,
         VARIABLES,
     )

@@ -46,6 +46,11 @@ _HISTOGRAMS = {
 }
 
 
+def _engine_key(engine: str) -> tuple[int, str]:
+    """Engines in rank order (10 after 9); a label that is not a number after them, by text."""
+    return (int(engine), engine) if engine.isdigit() else (1 << 62, engine)
+
+
 def _position_key(item: tuple[tuple[str, str, str], float]) -> tuple[str, str, int, str]:
     """Sort labelled totals by model and field, positions numerically (10 after 9), other labels by text."""
     (model, field, label), _ = item
@@ -88,6 +93,11 @@ class EngineCollector(Collector):
         counters = {field: counter(spec) for field, spec in _COUNTERS.items()}
         labelled = {field: counter(spec) for field, spec in _LABELLED_COUNTERS.items()}
         labelled_gauges = {field: gauge(spec) for field, spec in _LABELLED_GAUGES.items()}
+        dp_running, dp_waiting, dp_kv = (
+            gauge(catalog.ENGINE_DP_RUNNING),
+            gauge(catalog.ENGINE_DP_WAITING),
+            gauge(catalog.ENGINE_DP_KV_USAGE),
+        )
         histograms = {field: histogram(spec) for field, spec in _HISTOGRAMS.items()}
         finished = counter(catalog.ENGINE_FINISHED)
         rejected = counter(catalog.ENGINE_ADMISSION_REJECTIONS)
@@ -120,6 +130,17 @@ class EngineCollector(Collector):
                             gauges[spec.name].add_metric(labels, value)
                     for (field, label), value in sorted(m.gauges.items()):
                         labelled_gauges[field].add_metric([*labels, label], value)
+                    # Only for data parallel: with one engine these would repeat the folded gauges above.
+                    if len(m.per_engine) > 1:
+                        for engine in sorted(m.per_engine, key=_engine_key):
+                            one = m.per_engine[engine]
+                            for family, reading in (
+                                (dp_running, one.running),
+                                (dp_waiting, one.waiting),
+                                (dp_kv, one.kv_usage_ratio),
+                            ):
+                                if reading is not None:
+                                    family.add_metric([*labels, engine], reading)
                 for (model, field), value in sorted(state.totals.items()):
                     counters[field].add_metric([name, state.label_of(model)], value)
                 for (model, field, label), value in sorted(state.labelled.items(), key=_position_key):
@@ -134,7 +155,8 @@ class EngineCollector(Collector):
                 for (_, status), value in sorted(state.http_responses.items()):
                     http.add_metric([name, http_model, status], value)
                 self._usage(name, state, placed.get(name, ()), compute, traffic, memory)
-        yield from (up, *gauges.values(), *counters.values(), finished, rejected, http, restarts, ready, errors)
+        yield from (up, *gauges.values(), dp_running, dp_waiting, dp_kv, *counters.values(), finished, rejected, http)
+        yield from (restarts, ready, errors)
         yield from (*labelled.values(), *labelled_gauges.values(), *histograms.values(), compute, traffic, memory)
 
     def _usage(

@@ -90,6 +90,11 @@ PER_GPU_FIELDS = frozenset({"flops", "read_bytes", "write_bytes"})
 LABELLED_COUNTERS = {"prompt_by_source": "source", "cached_by_source": "source", "spec_accepted_per_pos": "position"}
 # Gauges with one label: field -> label name (summed over engines: with one engine, vLLM's values).
 LABELLED_GAUGES = {"waiting_by_reason": "reason", "sleep_state": "sleep_state"}
+# Gauges also kept per engine (data-parallel rank): the folded values hide one engine full while the others idle.
+PER_ENGINE_FIELDS = frozenset({"running", "waiting", "kv_usage"})
+# The engine a line without an `engine` label belongs to: vLLM before data parallelism had one engine, and vLLM
+# numbers a lone engine "0".
+DEFAULT_ENGINE = "0"
 
 
 class EngineParseError(ValueError):
@@ -98,6 +103,15 @@ class EngineParseError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class EngineGauges:
+    """One engine's (data-parallel rank's) queue and KV cache, folded over its lines as ModelReading folds engines."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,9 @@ class ModelReading:
     gauges: dict[tuple[str, str], float] = field(default_factory=dict)  # (LABELLED_GAUGES field, value)
     histograms: dict[str, HistogramReading] = field(default_factory=dict)  # HISTOGRAM_FIELDS, raw
     kv_memory_bytes: float | None = None  # KV cache per GPU (cache_config_info), when vLLM reports it
+    # By the `engine` label's value (DEFAULT_ENGINE for lines without one): running, waiting and KV usage of each
+    # engine; the fields above stay the folded ones (sum, sum, max) that dashboards and alerts read.
+    per_engine: dict[str, EngineGauges] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,8 @@ def parse(text: str) -> EngineReading:
     if not text.endswith("\n"):
         raise EngineParseError("truncated", "body does not end with a newline: truncated scrape")
     per_model: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # model -> engine -> PER_ENGINE_FIELDS field -> its values (a field can have two names in one body)
+    engines: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     finished: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     rejected: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     labelled: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
@@ -261,6 +280,8 @@ def parse(text: str) -> EngineReading:
             gauges[model][(key, labels.get(LABELLED_GAUGES[key], ""))] += value
         else:
             per_model[model][key].append(value)
+            if key in PER_ENGINE_FIELDS:
+                engines[model][labels.get("engine", DEFAULT_ENGINE)][key].append(value)
     if not seen_vllm:
         raise EngineParseError("parse_error", "no vllm: series in the body: not a vLLM /metrics endpoint")
     models: dict[str, ModelReading] = {}
@@ -286,8 +307,18 @@ def parse(text: str) -> EngineReading:
             gauges=dict(gauges.get(model, {})),
             histograms={k: h.reading() for k, h in histograms.get(model, {}).items() if h.complete},
             kv_memory_bytes=kv_memory.get(model) or kv_memory.get("") or None,
+            per_engine={engine: _engine_gauges(fields) for engine, fields in engines.get(model, {}).items()},
         )
     return EngineReading(models, process_start, dict(http))
+
+
+def _engine_gauges(values: dict[str, list[float]]) -> EngineGauges:
+    """One engine's gauges, folded as the model's are (sum, sum, max), so that the engines add up to the model."""
+    return EngineGauges(
+        running=sum(values["running"]) if values.get("running") else None,
+        waiting=sum(values["waiting"]) if values.get("waiting") else None,
+        kv_usage_ratio=max(values["kv_usage"]) if values.get("kv_usage") else None,
+    )
 
 
 class _HistogramSums:

@@ -461,6 +461,39 @@ ENGINE_KV_BYTES = MetricSpec(
     "Bytes of KV cache one token occupies (kv_cache_memory_bytes / kv_cache_size_tokens).",
     ENGINE_LABELS,
 )
+# Per engine of a data-parallel server (vLLM --data-parallel-size N runs N engine cores behind one API server): the
+# gauges above fold its engines (sum, sum, the fullest's KV), which hides one engine full and preempting while the
+# others idle. Served only for a server with more than one engine, so a plain server costs nothing. Their series
+# multiply with vLLM instances x engines, not with tenants (nor with models: one server serves one model): one per
+# engine of each data-parallel instance. An engine holds at least one GPU, so a node's engines are at most its GPUs:
+# the table's 1 per instance at 8 instances (8 each, 24 for the three) is that bound on the shared platform's 8 GPUs.
+ENGINE_DP_LABELS = (*ENGINE_LABELS, "engine")
+_DP_ONLY = (
+    "; engine = vLLM's engine label (data-parallel rank). Only for vLLM servers with more than one engine (data "
+    "parallel, --data-parallel-size > 1): a server with one engine has none of these series."
+)
+ENGINE_DP_RUNNING = MetricSpec(
+    "llm_engine_dp_requests_running",
+    Kind.GAUGE,
+    f"Requests in each data-parallel engine's running batch (llm_engine_requests_running is their sum){_DP_ONLY}",
+    ENGINE_DP_LABELS,
+    scope=INSTANCE,  # x engines: at most one per GPU
+)
+ENGINE_DP_WAITING = MetricSpec(
+    "llm_engine_dp_requests_waiting",
+    Kind.GAUGE,
+    f"Requests waiting in each data-parallel engine's queue (llm_engine_requests_waiting is their sum){_DP_ONLY}",
+    ENGINE_DP_LABELS,
+    scope=INSTANCE,  # x engines: at most one per GPU
+)
+ENGINE_DP_KV_USAGE = MetricSpec(
+    "llm_engine_dp_kv_cache_usage_ratio",
+    Kind.GAUGE,
+    "Fraction of each data-parallel engine's KV-cache blocks in use (0..1; llm_engine_kv_cache_usage_ratio is the "
+    f"fullest one's){_DP_ONLY}",
+    ENGINE_DP_LABELS,
+    scope=INSTANCE,  # x engines: at most one per GPU
+)
 ENGINE_PREFIX_QUERIES = MetricSpec(
     "llm_engine_prefix_cache_queries_tokens_total",
     Kind.COUNTER,
@@ -741,6 +774,9 @@ ENGINE_METRICS: tuple[MetricSpec, ...] = (
     ENGINE_KV_USAGE,
     ENGINE_KV_CAPACITY,
     ENGINE_KV_BYTES,
+    ENGINE_DP_RUNNING,
+    ENGINE_DP_WAITING,
+    ENGINE_DP_KV_USAGE,
     ENGINE_PREFIX_QUERIES,
     ENGINE_PREFIX_HITS,
     ENGINE_PREEMPTIONS,

@@ -35,7 +35,7 @@ from exporter.topology.model import (
     now,
 )
 from exporter.topology.podresources import PodKey
-from exporter.topology.vllm_args import parse_vllm_args
+from exporter.topology.vllm_args import VllmArgs, parse_vllm_args
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,23 @@ def lws_group(namespace: str, labels: Mapping[str, Any]) -> tuple[str, bool] | N
     return f"{namespace}/{name}-{index}", int(worker) == 0
 
 
+def _container_args(container: Mapping[str, Any]) -> list[str]:
+    return [str(a) for a in (*(container.get("command") or ()), *(container.get("args") or ()))]
+
+
 def _model_arg(containers: list[Mapping[str, Any]]) -> str | None:
     for container in containers:
-        args = [str(a) for a in (*(container.get("command") or ()), *(container.get("args") or ()))]
-        model = parse_vllm_args(args).model_label
+        model = parse_vllm_args(_container_args(container)).model_label
         if model:
             return model
+    return None
+
+
+def _headless(containers: list[Mapping[str, Any]]) -> VllmArgs | None:
+    for container in containers:
+        args = parse_vllm_args(_container_args(container))
+        if args.headless:
+            return args
     return None
 
 
@@ -117,6 +128,13 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
         # (`vllm serve <model> --headless`), not when it is a Ray worker (the fleet rules take the leader's).
         return GroupWorker(
             id=f"{namespace}/{name}", group=group[0], model=_model_arg(containers), namespace=namespace, pod=name
+        )
+    headless = _headless(containers)
+    if group is None and headless is not None and headless.group:
+        # Not a LeaderWorkerSet, but a `vllm serve --headless` node of a multi-node server: its rendezvous names
+        # the group, as on the leader's pod.
+        return GroupWorker(
+            id=f"{namespace}/{name}", group=headless.group, model=headless.model_label, namespace=namespace, pod=name
         )
     annotations = meta.get("annotations") or {}
     port: int | None = None
@@ -145,7 +163,7 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
     env: dict[str, str] = {}
     container_name = ""
     if container is not None:
-        args = [str(a) for a in (*(container.get("command") or ()), *(container.get("args") or ()))]
+        args = _container_args(container)
         env = _container_env(container)
         container_name = str(container.get("name") or "")
     host = f"[{ip}]" if ":" in ip else ip
@@ -169,7 +187,7 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
         ip=ip,
         service_instance_ids=tuple(dict.fromkeys(v for v in (explicit, *instance_ids) if v)),
         service_names=(service_name,) if service_name else (),
-        group=group[0] if group is not None else None,
+        group=group[0] if group is not None else vllm.group,
     )
 
 

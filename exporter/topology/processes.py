@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.topology.model import SOURCE_PROCESSES, ErrorCounts, Instance, Topology, empty_topology, now
+from exporter.topology.model import (
+    SOURCE_PROCESSES,
+    ErrorCounts,
+    GroupWorker,
+    Instance,
+    Topology,
+    empty_topology,
+    now,
+)
 from exporter.topology.vllm_args import is_vllm_server, parse_vllm_args, server_url
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,14 @@ def server_of(pid: int, processes: Mapping[int, ProcInfo]) -> int | None:
 def discover(gpu_processes: Iterable[ComputeProcess], proc_root: Path = Path("/proc")) -> tuple[Instance, ...]:
     """Every vLLM API server on this host (those without GPUs too, e.g. CPU builds), each with the GPUs its
     process tree uses, in NVML's order. GPU processes outside any vLLM tree are ignored."""
+    return discover_all(gpu_processes, proc_root)[0]
+
+
+def discover_all(
+    gpu_processes: Iterable[ComputeProcess], proc_root: Path = Path("/proc")
+) -> tuple[tuple[Instance, ...], tuple[GroupWorker, ...]]:
+    """The API servers (as `discover`) and the multi-node group workers: `vllm serve --headless` trees, whose GPUs
+    serve a server on another node (its rendezvous address names the group)."""
     gpu_list = list(gpu_processes)
     processes = scan_processes(proc_root)
     for proc in gpu_list:
@@ -107,9 +123,15 @@ def discover(gpu_processes: Iterable[ComputeProcess], proc_root: Path = Path("/p
         if server is not None:
             gpus[server][proc.gpu] = None
     instances: list[Instance] = []
+    workers: list[GroupWorker] = []
     ids: set[str] = set()
     for server, pids in sorted(trees.items()):
         args = parse_vllm_args(processes[server].argv)
+        if args.headless and args.group:
+            workers.append(
+                GroupWorker(id=f"pid{server}", group=args.group, model=args.model_label, gpus=tuple(gpus[server]))
+            )
+            continue
         url = server_url(args)
         instance_id = url.split("://", 1)[1]
         if instance_id in ids:  # two servers on one port: different network namespaces
@@ -124,9 +146,10 @@ def discover(gpu_processes: Iterable[ComputeProcess], proc_root: Path = Path("/p
                 pid=server,
                 pids=tuple(pids),
                 role=args.role,
+                group=args.group,
             )
         )
-    return tuple(sorted(instances, key=lambda i: i.id))
+    return tuple(sorted(instances, key=lambda i: i.id)), tuple(workers)
 
 
 ComputeProcessLister = Callable[[], Sequence[ComputeProcess]]
@@ -160,34 +183,38 @@ class ProcessTopology:
         """Failures by (source, reason): gpu_processes (the lister raised) or proc_unreadable."""
         return self.errors.snapshot()
 
-    def _discover(self) -> tuple[Instance, ...]:
+    def _discover(self) -> tuple[tuple[Instance, ...], tuple[GroupWorker, ...]]:
         try:
             processes = list(self.gpu_processes())
         except Exception as exc:
             raise _RefreshError("gpu_processes", exc) from exc
         try:
-            return discover(processes, self.proc_root)
+            return discover_all(processes, self.proc_root)
         except OSError as exc:
             raise _RefreshError("proc_unreadable", exc) from exc
 
     async def refresh(self) -> Topology:
         """Re-read now (in a worker thread: /proc reads and NVML calls block) and return the new view."""
         try:
-            instances = await asyncio.to_thread(self._discover)
+            instances, workers = await asyncio.to_thread(self._discover)
         except _RefreshError as exc:
             self.errors.add(SOURCE_PROCESSES, exc.reason)
             if self._failing != exc.reason:
                 log.warning("process topology: %s: %s; keeping the last view", exc.reason, exc.__cause__)
             self._failing = exc.reason
             old = self._topology
-            self._topology = Topology(old.instances, old.observed_at, SOURCE_PROCESSES, stale=True)
+            self._topology = Topology(old.instances, old.observed_at, SOURCE_PROCESSES, stale=True, workers=old.workers)
             return self._topology
         if self._failing is not None:
             log.info("process topology: readable again")
             self._failing = None
-        if instances != self._topology.instances:
-            log.info("process topology: %s", ", ".join(f"{i.id} (pid {i.pid}, gpus {i.gpus})" for i in instances))
-        self._topology = Topology(instances, now(), SOURCE_PROCESSES, stale=False)
+        if instances != self._topology.instances or workers != self._topology.workers:
+            log.info(
+                "process topology: %s%s",
+                ", ".join(f"{i.id} (pid {i.pid}, gpus {i.gpus})" for i in instances),
+                "".join(f"; group worker {w.id} of {w.group} (gpus {w.gpus})" for w in workers),
+            )
+        self._topology = Topology(instances, now(), SOURCE_PROCESSES, stale=False, workers=workers)
         return self._topology
 
     async def start(self) -> None:

@@ -23,6 +23,8 @@ class VllmArgs:
     model: str | None = None
     tls: bool = False
     role: str | None = None  # from --kv-transfer-config's kv_role
+    headless: bool = False  # --headless: engines (GPU workers) for a server on another node; no API server here
+    group: str | None = None  # a multi-node server's rendezvous ("addr:port"), the same on the leader and workers
 
     @property
     def model_label(self) -> str | None:
@@ -80,7 +82,37 @@ def parse_vllm_args(argv: Sequence[str]) -> VllmArgs:
         model=model,
         tls=_option(argv, "--ssl-certfile") is not None,
         role=_kv_role(_option(argv, "--kv-transfer-config")),
+        headless=_option(argv, "--headless") is not None,
+        group=_group(argv),
     )
+
+
+def _first_int(argv: Sequence[str], name: str) -> int | None:
+    values = _option(argv, name)
+    return int(values[0]) if values and values[0].isdigit() else None
+
+
+def _address(argv: Sequence[str], address: str, port: str) -> str | None:
+    host, number = _option(argv, address), _option(argv, port)
+    if not host:
+        return None
+    return f"{host[0]}:{number[0]}" if number else host[0]
+
+
+def _group(argv: Sequence[str]) -> str | None:
+    """The rendezvous every node of a multi-node vLLM server names alike: `--master-addr[:--master-port]` with
+    `--nnodes` > 1 (tensor/pipeline parallel over nodes; rank 0 serves, the others run `--headless`), or
+    `--data-parallel-address[:--data-parallel-rpc-port]` when engines run on other nodes (data parallel with
+    `--data-parallel-size-local` below `--data-parallel-size`, or `--headless`). None for a one-node server."""
+    headless = _option(argv, "--headless") is not None
+    if (_first_int(argv, "--nnodes") or 1) > 1 or headless:
+        group = _address(argv, "--master-addr", "--master-port")
+        if group:
+            return group
+    size, local = _first_int(argv, "--data-parallel-size"), _first_int(argv, "--data-parallel-size-local")
+    if headless or (size is not None and local is not None and local < size):
+        return _address(argv, "--data-parallel-address", "--data-parallel-rpc-port")
+    return None
 
 
 # vLLM's KV connector roles: a producer computes prefills for others, a consumer decodes from loaded KV.

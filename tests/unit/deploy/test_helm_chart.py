@@ -59,6 +59,7 @@ VALUE_SETS: dict[str, Obj] = {
             "instances": [
                 {"url": "http://10.0.0.5:8000", "model": "llama-3-8b", "gpus": ["0", "1"]},
                 {"url": "http://10.0.0.5:8001", "gpus": ["GPU-5c3bd2e9-0000-0000-0000-000000000000"], "name": "b"},
+                {"group": "big-0", "model": "big", "gpus": ["2", "3"]},  # a multi-node group's worker: no url
             ],
         },
         "podResources": {"enabled": False},
@@ -464,7 +465,9 @@ def test_static_instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert [(i.url, i.model, i.gpus) for i in settings.instances] == [
         ("http://10.0.0.5:8000", "llama-3-8b", ["0", "1"]),
         ("http://10.0.0.5:8001", None, ["GPU-5c3bd2e9-0000-0000-0000-000000000000"]),
+        (None, "big", ["2", "3"]),
     ]
+    assert settings.instances[2].group == "big-0"
     assert settings.podresources_socket == ""
     assert "hostPath" not in json.dumps(daemonset_pod(objects)["volumes"])
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []

@@ -173,3 +173,15 @@ def test_partial_leaderworkerset_labels_are_no_group() -> None:
     bad_index = {**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "leader"}
     assert lws_group("llm", bad_index) is None
     assert lws_group("llm", {**LWS, "leaderworkerset.sigs.k8s.io/worker-index": "3"}) == ("llm/llama-405b-1", False)
+
+
+def test_a_headless_vllm_pod_outside_a_leaderworkerset_is_a_worker_of_its_rendezvous() -> None:
+    base = ["vllm", "serve", "big", "--nnodes", "2", "--master-addr", "10.0.0.1", "--master-port", "29500"]
+    leader = instance_of(make_pod("big-leader", "10.0.0.1", args=[*base, "--node-rank", "0"]))
+    assert leader.group == "10.0.0.1:29500"
+    worker = pod_instance(
+        make_pod("big-worker", "10.0.0.2", args=[*base, "--node-rank", "1", "--headless"], ports=[]), "http", ANNOTATION
+    )
+    assert worker == GroupWorker(
+        id="llm/big-worker", group="10.0.0.1:29500", model="big", namespace="llm", pod="big-worker"
+    )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from exporter.engine.scraper import ScrapeTarget
-from exporter.topology.processes import ComputeProcess, ProcessTopology, discover, read_process
+from exporter.topology.model import GroupWorker
+from exporter.topology.processes import ComputeProcess, ProcessTopology, discover, discover_all, read_process
 from exporter.topology.vllm_args import VllmArgs, is_vllm_server, parse_vllm_args, server_url
 
 LLAMA = ["/usr/bin/python3", "/opt/venv/bin/vllm", "serve", "meta-llama/Llama-3.1-8B", "--port", "8001"]
@@ -208,3 +209,40 @@ def test_the_role_is_the_kv_transfer_configs_kv_role() -> None:
     assert role('{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}') == "both"
     assert role("not json") is None and role('["a list"]') is None
     assert parse_vllm_args(["vllm", "serve", "m"]).role is None
+
+
+RANK0 = ["vllm", "serve", "big", "--tensor-parallel-size", "8", "--pipeline-parallel-size", "2", "--nnodes", "2"]
+RANK0 += ["--node-rank", "0", "--master-addr", "10.0.0.1", "--master-port", "29500", "--port", "8000"]
+RANK1 = [*RANK0[:-2], "--headless"]
+RANK1[RANK1.index("--node-rank") + 1] = "1"
+
+
+def test_multi_node_vllm_arguments_name_the_group_alike_on_every_node() -> None:
+    leader, worker = parse_vllm_args(RANK0), parse_vllm_args(RANK1)
+    assert (leader.group, leader.headless) == ("10.0.0.1:29500", False)
+    assert (worker.group, worker.headless, worker.model_label) == ("10.0.0.1:29500", True, "big")
+    assert parse_vllm_args(["vllm", "serve", "m", "--master-addr", "10.0.0.1"]).group is None  # one node
+    dp = ["vllm", "serve", "m", "--data-parallel-size", "4", "--data-parallel-size-local", "2"]
+    dp += ["--data-parallel-address", "10.0.0.2", "--data-parallel-rpc-port", "13345"]
+    assert parse_vllm_args(dp).group == "10.0.0.2:13345"
+    assert parse_vllm_args([*dp[:5], "4"]).group is None  # every engine on this node
+
+
+def test_a_headless_vllm_tree_is_a_group_worker_with_its_gpus(tmp_path: Path) -> None:
+    root = tmp_path / "proc"
+    make_proc(root, 30, 1, RANK1)
+    make_proc(root, 31, 30, ["VLLM::Worker_PP1_TP0"])
+    make_proc(root, 32, 30, ["VLLM::Worker_PP1_TP1"])
+    make_proc(root, 40, 1, ["vllm", "serve", "small", "--port", "8002"])
+    instances, workers = discover_all([ComputeProcess(31, "GPU-1"), ComputeProcess(32, "GPU-2")], root)
+    assert [i.id for i in instances] == ["127.0.0.1:8002"]  # the headless tree is not scraped
+    assert workers == (GroupWorker(id="pid30", group="10.0.0.1:29500", model="big", gpus=("GPU-1", "GPU-2")),)
+
+
+def test_the_process_source_publishes_workers(tmp_path: Path) -> None:
+    root = tmp_path / "proc"
+    make_proc(root, 30, 1, RANK1)
+    make_proc(root, 31, 30, ["VLLM::Worker"])
+    source = ProcessTopology(lambda: [ComputeProcess(31, "GPU-1")], root)
+    topology = asyncio.run(source.refresh())
+    assert [(w.group, w.gpus) for w in topology.workers] == [("10.0.0.1:29500", ("GPU-1",))]
