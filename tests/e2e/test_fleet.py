@@ -7,7 +7,8 @@ tests/unit/sim/test_determinism.py).
   the simulation finished, exactly (a P/D request's two halves included);
 - the P/D pair (prefill on node-1, decode on node-2, both halves' spans routed to node-2's exporter): the user-visible
   TTFT the exporters observed, mean over the model's requests, within 1 % of the simulation's;
-- the data-parallel server's /metrics has its engines apart (engine="0", engine="1").
+- the data-parallel server's /metrics has its engines apart (engine="0", engine="1"), and so do its exporter's
+  llm_engine_dp_* series in Prometheus.
 """
 
 from __future__ import annotations
@@ -164,14 +165,20 @@ async def _run(work: Path) -> None:
 
             # 3. The data-parallel server serves its engines apart, as vLLM does.
             dp = next(p for p in under_test.layout if p.engines > 1)
-            node = fleet.processes[dp.node]
+            node, dp_node = fleet.processes[dp.node], f"node-{dp.node + 1}"
             server = [i["name"] for i in node.instances if "url" in i].index(dp.name)
             text = (await client.get(f"{node.metrics[server]}/metrics")).text
             for engine in ("0", "1"):
                 assert f'vllm:num_requests_running{{engine="{engine}",model_name="{dp.model.name}"}}' in text
-            # The exporter's per-engine series (llm_engine_dp_requests_running, ..._waiting,
-            # llm_engine_dp_kv_cache_usage_ratio by vllm_instance, model, engine) come with branch dp-engines: not
-            # on main yet, so not asserted here.
+            # ... and its exporter serves each engine's queue and KV usage, through Prometheus with the node label.
+            for family in (
+                "llm_engine_dp_requests_running",
+                "llm_engine_dp_requests_waiting",
+                "llm_engine_dp_kv_cache_usage_ratio",
+            ):
+                rows = await _query(client, base, f'{family}{{vllm_instance="{dp.name}"}}')
+                assert {r["metric"]["engine"] for r in rows} == {"0", "1"}, family
+                assert {(r["metric"]["model"], r["metric"]["node"]) for r in rows} == {(dp.model.name, dp_node)}
 
             # 4. Group energy: the other engineer's assertions go here, on `fleet_groups(under_test)` (name ->
             # model, leader node, GPU UUIDs per node) and Prometheus at `under_test.prometheus`.
