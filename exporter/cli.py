@@ -251,6 +251,15 @@ def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
     )
     demo.add_argument("--seed", type=int, default=1, metavar="N", help="random seed of the simulation. Default: 1.")
     demo.add_argument(
+        "--nodes",
+        type=_nodes,
+        default=1,
+        metavar="N",
+        help="simulate a fleet of N >= 3 nodes, one process and one exporter each (on --web.listen-address's port "
+        "+ 0..N-1), with a prefill/decode pair across two nodes, a data-parallel server and a tensor-parallel "
+        "group spanning two nodes, one Prometheus scraping them all (steady scenario only). Default: 1 (one node).",
+    )
+    demo.add_argument(
         "--interval", type=_positive, default=2.0, metavar="SECONDS", help="seconds between views. Default: 2."
     )
     demo.add_argument(
@@ -317,6 +326,17 @@ def _add_demo_flags(demo: argparse._ArgumentGroup) -> None:
         metavar="FACTOR",
         help="multiply every tenant's request rate. Default: 1.",
     )
+
+
+def _nodes(text: str) -> int:
+    """A node count: 1 (the single node) or a fleet of 3 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value != 1 and value < 3:
+        raise argparse.ArgumentTypeError(f"1 (one node) or a fleet of at least 3 nodes, not {value}")
+    return value
 
 
 def _scenario_name(text: str) -> str:
@@ -494,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 export_delay=args.export_delay,
                 rate_scale=args.rate_scale,
                 time_scale=args.time_scale,
+                nodes=args.nodes,
             )
             return asyncio.run(run_demo(settings, options))
     except StartupError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -26,10 +27,12 @@ import httpx
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
+from rich.table import Table
 
 from exporter.alerts.timescale import DEMO_TIME_SCALE, scale_duration
 from exporter.service.app import Exporter, StartupError
 from exporter.service.settings import Settings, parse_address
+from exporter.sim.fleet import Fleet, FleetError, FleetNodeConfig
 from exporter.sim.node import NodeOptions, NodeStartError, SimNode
 from exporter.sim.promstack import (
     ALERTMANAGER,
@@ -40,7 +43,7 @@ from exporter.sim.promstack import (
     scrape_interval_for,
 )
 from exporter.sim.scenarios import scenario
-from exporter.sim.spec import NodeSpec
+from exporter.sim.spec import FleetSpec, NodeSpec
 from exporter.sim.view import Scrape, SloStatus, Window, render
 from exporter.topology.static import InstanceConfig
 
@@ -77,6 +80,7 @@ class DemoOptions:
     export_delay: float = 2.0  # the simulated BatchSpanProcessor's schedule delay
     rate_scale: float = 1.0
     time_scale: float = DEMO_TIME_SCALE  # the alert rules run this many times faster than real time
+    nodes: int = 1  # 1: one simulated node in this process; 3 or more: a fleet, one process per node
 
 
 def demo_settings(settings: Settings, instances: list[InstanceConfig]) -> Settings:
@@ -304,6 +308,143 @@ class Demo:
         return stopped
 
 
+class FleetDemo(Demo):
+    """The demo with `--nodes N`: a simulated fleet, one process per node (`exporter.sim.fleet`), each with its own
+    exporter on the web port + 0..N-1 (OTLP on free ports), one Prometheus scraping every exporter with a `node`
+    label, and a short per-node view."""
+
+    def __init__(self, settings: Settings, options: DemoOptions, out: TextIO) -> None:
+        if options.scenario != "steady":
+            raise ValueError(f"--nodes {options.nodes}: the fleet runs the steady scenario only")
+        if options.protocol != "grpc":
+            raise ValueError(f"--nodes {options.nodes}: the fleet's nodes send OTLP/gRPC only")
+        super().__init__(settings, options, out)
+        self.fleet_spec = FleetSpec(nodes=options.nodes, rate_scale=options.rate_scale)
+        self.fleet: Fleet | None = None
+        self.last: dict[str, tuple[float, float]] = {}  # node -> (time, requests counted) at the last view
+
+    def _node_configs(self, settings: Settings) -> list[FleetNodeConfig]:
+        host, port = parse_address(_local(settings.web_listen_address))
+        start = time.time()
+        extra = {k: getattr(settings, k) for k in settings.model_fields_set if k not in FLEET_OWNED}
+        return [
+            FleetNodeConfig(
+                node=k,
+                nodes=self.options.nodes,
+                start=start,
+                web=f"{host}:{port + k}",
+                grpc=f"127.0.0.1:{_free_port()}",
+                seed=self.options.seed,
+                rate_scale=self.options.rate_scale,
+                export_delay_s=self.options.export_delay,
+                engine_scrape_interval_s=settings.engine_scrape_interval_seconds,
+                settings=extra,
+            )
+            for k in range(self.options.nodes)
+        ]
+
+    async def start(self) -> None:
+        """Start the node processes, then Prometheus; raises DemoError (after stopping what started)."""
+        settings = demo_settings(self.settings_in, [])
+        configs = self._node_configs(settings)
+        wanted = [(c.web, f"{c.label} exporter /metrics") for c in configs]
+        if self.prometheus:
+            wanted.append((self.options.prometheus_address, "Prometheus"))
+        if self.alertmanager:
+            wanted.append((self.options.alertmanager_address, "Alertmanager"))
+        check_ports(wanted)
+        self.workdir = tempfile.TemporaryDirectory(prefix="llm-token-exporter-demo-")
+        self.fleet = Fleet(configs, log_dir=self.workdir.name)
+        try:
+            await self.fleet.start()
+        except FleetError as exc:
+            raise DemoError(str(exc)) from exc
+        gpus = self.fleet_spec.gpus
+        self.started.append(f"the simulated fleet ({self.options.nodes} node processes, {gpus} GPUs)")
+        if self.prometheus:
+            self.stack = PromStack(
+                Path(self.workdir.name),
+                configs[0].web,
+                self.options.prometheus_address,
+                self.options.alertmanager_address,
+                scrape_interval_s=scrape_interval_for(self.options.time_scale),
+                time_scale=self.options.time_scale,
+                targets=[(c.web, c.label) for c in configs],
+            )
+            try:
+                await self.stack.start(self.prometheus, self.alertmanager)
+            except StackError as exc:
+                raise DemoError(str(exc)) from exc
+
+    def banner(self) -> str:
+        """Where everything is, node by node."""
+        assert self.fleet is not None
+        lines = [f"demo: a fleet of {self.options.nodes} simulated nodes, one process and one exporter each"]
+        for child in self.fleet.processes:
+            names = ", ".join(
+                str(i["name"]) + (f" ({i['role']})" if i.get("role") else "") + (" (worker)" if "url" not in i else "")
+                for i in child.instances
+            )
+            lines.append(
+                f"demo:   {child.config.label} (pid {child.process.pid}): metrics http://{child.target}/metrics, "
+                f"OTLP/gRPC {child.config.grpc}; {names}"
+            )
+        if self.stack is not None:
+            for managed in self.stack.children:
+                lines.append(f"demo: {managed.name} (pid {managed.process.pid}) at {managed.url}")
+        lines.append(
+            "demo: Ctrl-C stops everything"
+            + (f"; stopping by itself after {self.options.duration:g} s" if self.options.duration else "")
+        )
+        return "\n".join(lines)
+
+    async def view(self, client: httpx.AsyncClient, window: Window, started: float) -> RenderableType:
+        """Per node: its instances and the requests/s its exporter counted since the last view."""
+        assert self.fleet is not None
+        table = Table(title=f"llm-token-exporter fleet demo | {time.monotonic() - started:.0f} s", box=None)
+        for column in ("node", "exporter", "instances", "requests", "requests/s"):
+            table.add_column(column)
+        for child in self.fleet.processes:
+            label, now, total = child.config.label, time.time(), math.nan
+            with contextlib.suppress(httpx.HTTPError):
+                total = requests_counted((await client.get(f"http://{child.target}/metrics")).text)
+            before = self.last.get(label)
+            rate = (total - before[1]) / (now - before[0]) if before and now > before[0] else math.nan
+            if not math.isnan(total):
+                self.last[label] = (now, total)
+            served = [str(i["name"]) + ("" if "url" in i else " (worker)") for i in child.instances]
+            table.add_row(label, child.target, ", ".join(served), f"{total:.0f}", f"{rate:.1f}")
+        return table
+
+    async def stop(self) -> list[str]:
+        """Stop Prometheus, then every node process."""
+        stopped: list[str] = []
+        if self.stack is not None:
+            stopped += await self.stack.stop()
+        if self.fleet is not None:
+            stopped += await self.fleet.stop()
+        if self.workdir is not None:
+            self.workdir.cleanup()
+        return stopped
+
+
+# Settings the fleet sets per node itself (a node's own addresses, its instances).
+FLEET_OWNED = frozenset(
+    {"web_listen_address", "otlp_grpc_listen_address", "otlp_http_listen_address", "instances", "topology_mode"}
+)
+
+
+def requests_counted(text: str) -> float:
+    """The sum of llm_requests_total in an exporter's /metrics text."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("llm_requests_total{"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def alerting_note(time_scale: float, elapsed: float) -> str:
     """What the demo's alerting does differently from production's, for the view."""
     if time_scale != 1:
@@ -340,7 +481,7 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
         print("llm-token-exporter demo: --duration must be >= 0, --interval and --window > 0", file=sys.stderr)
         return 2
     try:
-        demo = Demo(settings, options, out)
+        demo = FleetDemo(settings, options, out) if options.nodes > 1 else Demo(settings, options, out)
     except ValueError as exc:
         print(f"llm-token-exporter demo: {exc}", file=sys.stderr)
         return 2

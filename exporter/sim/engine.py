@@ -63,6 +63,9 @@ class SimRequest:
     last_token: float | None = None
     finished_at: float | None = None
     preemptions: int = 0
+    # A P/D decode half: its prompt's KV came from the prefill instance (no prefill compute here, unless preempted).
+    kv_loaded: bool = False
+    external_tokens: int = 0  # prompt tokens whose KV was loaded, not computed (vLLM's external_kv_transfer)
 
     @property
     def prefilling(self) -> bool:
@@ -186,6 +189,7 @@ class EngineModel:
     def _preempt(self, victim: SimRequest) -> None:
         self._drop_kv(victim)
         victim.computed = 0
+        victim.kv_loaded = False  # its loaded KV is gone: vLLM recomputes it here
         victim.preemptions += 1
         self.preemptions += 1
         self.waiting.appendleft(victim)
@@ -235,6 +239,10 @@ class EngineModel:
                 life.uses.append(now)
         request.computed = hit
         request.prefill_target = context
+        if request.kv_loaded:  # the whole context is in the cache already: the next step decodes
+            request.computed = context
+            if request.first_scheduled is None:
+                request.external_tokens = request.prompt_tokens - hit
         return hit
 
     def _schedule_waiting(self, now: float, budget: int) -> tuple[list[tuple[SimRequest, int]], list[SimRequest]]:
@@ -243,7 +251,8 @@ class EngineModel:
         while self.waiting and len(self.running) < self.config.max_num_seqs and budget > 0:
             request = self.waiting[0]
             hit = self._admit(request, now)
-            n = min(request.prefill_target - request.computed, budget)
+            # A loaded request needs a block for its first new token too; it costs one token of budget, a decode.
+            n = 1 if request.kv_loaded else min(request.prefill_target - request.computed, budget)
             if not self.kv.grow(request.id, self._private_blocks(request, request.computed + n)):
                 self._drop_kv(request)
                 request.computed = 0

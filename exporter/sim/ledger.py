@@ -37,6 +37,14 @@ class RequestTruth:
     finished_at: float | None = None
     outcome: str = "in_flight"  # in_flight, finished, aborted (its engine died: no span)
     span_sent: bool = False  # False for a finished request whose span the scenario lost
+    first_token: float | None = None  # when the user got the first token (a P/D request: from its decode half)
+    prefill_span_key: bytes = b""  # a P/D request: its prefill half's span (`span_key` is the decode half's)
+    prefill_first_token: float | None = None  # a P/D request: the prefill half's own token (the user never sees it)
+
+    @property
+    def ttft_s(self) -> float | None:
+        """The user-visible time to first token (a P/D request: prefill start to the decode side's first token)."""
+        return None if self.first_token is None else self.first_token - self.arrival
 
     @property
     def total_energy_j(self) -> float:
@@ -111,6 +119,18 @@ class Ledger:
             self.energy_by[(truth.model, truth.tenant, phase)] += energy * share
             self.gpu_seconds_by[(truth.model, truth.tenant, phase)] += gpu_seconds * share
 
+    def alias(self, key: int, existing: int) -> None:
+        """`key` (a P/D request's decode half) is the same request as `existing` (its prefill half)."""
+        truth = self.requests.get(existing)
+        if truth is not None:
+            self.requests[key] = truth
+
+    def prefill_done(self, key: int, first_token: float) -> None:
+        """A P/D request's prefill half finished (its one token at `first_token`); the request goes on."""
+        truth = self.requests.get(key)
+        if truth is not None:
+            truth.prefill_first_token = first_token
+
     def log_step(
         self, instance: str, start: float, end: float, joules: float, work: Sequence[tuple[int, int, int]]
     ) -> None:
@@ -126,13 +146,15 @@ class Ledger:
         self.idle_j[uuid] += joules
         self.idle_gpu_seconds[uuid] += seconds
 
-    def finish(self, key: int, when: float, span_sent: bool) -> None:
-        """The request finished; its span was sent or (span-loss scenario) lost."""
+    def finish(self, key: int, when: float, span_sent: bool, first_token: float | None = None) -> None:
+        """The request finished (the user got its first token at `first_token`); its span was sent or (span-loss
+        scenario) lost."""
         self.outcomes["finished"] += 1
         self.outcomes["span_sent" if span_sent else "span_lost"] += 1
         truth = self.requests.get(key)
         if truth is not None:
             truth.outcome, truth.finished_at, truth.span_sent = "finished", when, span_sent
+            truth.first_token = first_token
             self.finished_by[(truth.model, truth.tenant)] += 1
 
     def abort(self, key: int) -> None:
@@ -148,6 +170,7 @@ class Ledger:
 
     def by_span(self) -> dict[bytes, RequestTruth]:
         """Finished requests whose span was sent, by span key (trace id + span id), to join with the exporter."""
+        # A P/D request is held under both halves' keys: one entry by its (decode) span key.
         return {t.span_key: t for t in self.requests.values() if t.outcome == "finished" and t.span_sent}
 
     def energy_of(self, model: str | None = None, tenant: str | None = None, phase: str | None = None) -> float:

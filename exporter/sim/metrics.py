@@ -263,8 +263,11 @@ class VllmStats:
         self.histograms["vllm:time_to_first_token_seconds"].observe(request.first_token - arrival.time)
         cached = max(request.cached_tokens, 0)
         self.counters[("vllm:prompt_tokens", "")] += request.prompt_tokens
-        self.counters[("vllm:prompt_tokens_by_source", "local_compute")] += request.prompt_tokens - cached
+        external = request.external_tokens  # a P/D decode half: the prompt's KV came from the prefill instance
+        local = request.prompt_tokens - cached - external
+        self.counters[("vllm:prompt_tokens_by_source", "local_compute")] += local
         self.counters[("vllm:prompt_tokens_by_source", "local_cache_hit")] += cached
+        self.counters[("vllm:prompt_tokens_by_source", "external_kv_transfer")] += external
         self.counters[("vllm:prompt_tokens_cached", "")] += cached
         self.counters[("vllm:prompt_tokens_cached_by_source", "device")] += cached
 
@@ -357,28 +360,32 @@ def _metric(name: str, help_text: str, kind: str) -> Metric:
 
 
 class _StatsCollector(Collector):
-    """One scrape of one engine's stats."""
+    """One scrape of one server's engines' stats (one engine, or several with data parallelism: each sample then
+    comes once per engine, labelled engine="0", "1", ... as vLLM's PrometheusStatLogger writes them)."""
 
-    def __init__(self, stats: VllmStats, model_name: str, cache: CacheConfig, process_start: float) -> None:
-        self.stats, self.model_name, self.cache, self.process_start = stats, model_name, cache, process_start
+    def __init__(self, engines: Sequence[VllmStats], model_name: str, cache: CacheConfig, process_start: float) -> None:
+        self.engines, self.model_name, self.cache, self.process_start = engines, model_name, cache, process_start
 
     def describe(self) -> list[Metric]:
         return []
 
+    def _bases(self) -> list[tuple[VllmStats, dict[str, str]]]:
+        return [(stats, {"engine": str(k), "model_name": self.model_name}) for k, stats in enumerate(self.engines)]
+
     def collect(self) -> Iterator[Metric]:
-        stats, created = self.stats, self.stats.created
-        base = {"engine": "0", "model_name": self.model_name}
+        first = self.engines[0]
+        created = first.created
         yield from _process_metrics(self.process_start)
         for name, help_text in (
             ("vllm:estimated_flops_per_gpu", None),
             ("vllm:estimated_read_bytes_per_gpu", None),
             ("vllm:estimated_write_bytes_per_gpu", None),
         ):
-            yield self._counter(name, help_text, base, created)
-        yield from self._gauges(base)
+            yield self._counter(name, help_text)
+        yield from self._gauges()
         for name in COUNTERS:
             if not name.startswith("vllm:estimated_"):
-                yield self._counter(name, None, base, created)
+                yield self._counter(name, None)
         rejections = _metric(
             ADMISSION_REJECTIONS, "Number of admission attempts rejected by a queue limit, by reason.", "counter"
         )
@@ -388,42 +395,46 @@ class _StatsCollector(Collector):
             rejections.add_sample(ADMISSION_REJECTIONS + "_created", labels, created)
         yield rejections
         for name, (help_text, _bounds) in HISTOGRAMS.items():
-            yield self._histogram(name, help_text, stats.histograms[name], base, created)
-        if stats.shape.spec_tokens:
-            yield from self._spec_decode(base, created)
+            yield self._histogram(name, help_text)
+        if first.shape.spec_tokens:
+            yield from self._spec_decode()
         info = _metric("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", "gauge")
-        labels = {**self.cache.labels(stats.shape.tp), "engine": "0"}
-        info.add_sample("vllm:cache_config_info", dict(sorted(labels.items())), 1.0)
+        for k, stats in enumerate(self.engines):
+            labels = {**self.cache.labels(stats.shape.tp), "engine": str(k)}
+            info.add_sample("vllm:cache_config_info", dict(sorted(labels.items())), 1.0)
         yield info
         yield self._http(created)
 
-    def _counter(self, name: str, help_text: str | None, base: dict[str, str], created: float) -> Metric:
+    def _counter(self, name: str, help_text: str | None) -> Metric:
         doc, extra, values = COUNTERS[name]
         metric = _metric(name, help_text or doc, "counter")
-        for value in values or ("",):
-            labels = dict(sorted({**base, **({extra: value} if extra else {})}.items()))
-            metric.add_sample(name + "_total", labels, float(self.stats.counters[(name, value)]))
-            metric.add_sample(name + "_created", labels, created)
+        for stats, base in self._bases():
+            for value in values or ("",):
+                labels = dict(sorted({**base, **({extra: value} if extra else {})}.items()))
+                metric.add_sample(name + "_total", labels, float(stats.counters[(name, value)]))
+                metric.add_sample(name + "_created", labels, stats.created)
         return metric
 
-    def _spec_decode(self, base: dict[str, str], created: float) -> Iterator[Metric]:
-        counters = self.stats.counters
+    def _spec_decode(self) -> Iterator[Metric]:
         for name, help_text in SPEC_DECODE.items():
             metric = _metric(name, help_text, "counter")
-            positions = [str(p) for p in range(self.stats.shape.spec_tokens)] if name.endswith("_per_pos") else [""]
-            for position in positions:
-                labels = {**base, "position": position} if position else base
-                metric.add_sample(name + "_total", labels, float(counters[(name, position)]))
-                metric.add_sample(name + "_created", labels, created)
+            for stats, base in self._bases():
+                positions = [str(p) for p in range(stats.shape.spec_tokens)] if name.endswith("_per_pos") else [""]
+                for position in positions:
+                    labels = {**base, "position": position} if position else base
+                    metric.add_sample(name + "_total", labels, float(stats.counters[(name, position)]))
+                    metric.add_sample(name + "_created", labels, stats.created)
             yield metric
 
-    def _gauges(self, base: dict[str, str]) -> Iterator[Metric]:
-        stats = self.stats
+    def _gauges(self) -> Iterator[Metric]:
+        bases = self._bases()
         running = _metric("vllm:num_requests_running", "Number of requests in model execution batches.", "gauge")
-        running.add_sample("vllm:num_requests_running", base, float(stats.running))
+        for stats, base in bases:
+            running.add_sample("vllm:num_requests_running", base, float(stats.running))
         yield running
         waiting = _metric("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "gauge")
-        waiting.add_sample("vllm:num_requests_waiting", base, float(stats.waiting))
+        for stats, base in bases:
+            waiting.add_sample("vllm:num_requests_waiting", base, float(stats.waiting))
         yield waiting
         by_reason = _metric(
             "vllm:num_requests_waiting_by_reason",
@@ -432,8 +443,9 @@ class _StatsCollector(Collector):
             "reasons equals vllm:num_requests_waiting.",
             "gauge",
         )
-        for reason, value in (("capacity", stats.waiting), ("deferred", 0)):
-            by_reason.add_sample("vllm:num_requests_waiting_by_reason", {**base, "reason": reason}, float(value))
+        for stats, base in bases:
+            for reason, value in (("capacity", stats.waiting), ("deferred", 0)):
+                by_reason.add_sample("vllm:num_requests_waiting_by_reason", {**base, "reason": reason}, float(value))
         yield by_reason
         sleep = _metric(
             "vllm:engine_sleep_state",
@@ -441,30 +453,39 @@ class _StatsCollector(Collector):
             "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
             "gauge",
         )
-        for state, flag in (("awake", 1.0), ("weights_offloaded", 0.0), ("discard_all", 0.0)):
-            sleep.add_sample("vllm:engine_sleep_state", {**base, "sleep_state": state}, flag)
+        for _, base in bases:
+            for state, flag in (("awake", 1.0), ("weights_offloaded", 0.0), ("discard_all", 0.0)):
+                sleep.add_sample("vllm:engine_sleep_state", {**base, "sleep_state": state}, flag)
         yield sleep
         kv = _metric("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "gauge")
-        kv.add_sample("vllm:kv_cache_usage_perc", base, stats.kv_usage)
+        for stats, base in bases:
+            kv.add_sample("vllm:kv_cache_usage_perc", base, stats.kv_usage)
         yield kv
 
-    def _histogram(self, name: str, help_text: str, h: Histogram, base: dict[str, str], created: float) -> Metric:
+    def _histogram(self, name: str, help_text: str) -> Metric:
         metric = _metric(name, help_text, "histogram")
-        total = 0.0
-        for le, count in h.cumulative():
-            metric.add_sample(name + "_bucket", {"engine": "0", "le": le, "model_name": self.model_name}, count)
-            total = count
-        metric.add_sample(name + "_count", base, total)
-        metric.add_sample(name + "_sum", base, h.sum)
-        metric.add_sample(name + "_created", base, created)
+        for stats, base in self._bases():
+            h = stats.histograms[name]
+            total = 0.0
+            for le, count in h.cumulative():
+                metric.add_sample(
+                    name + "_bucket", {"engine": base["engine"], "le": le, "model_name": self.model_name}, count
+                )
+                total = count
+            metric.add_sample(name + "_count", base, total)
+            metric.add_sample(name + "_sum", base, h.sum)
+            metric.add_sample(name + "_created", base, stats.created)
         return metric
 
     def _http(self, created: float) -> Metric:
+        # One API server, whatever its engines: its HTTP counters are the sum of what each engine finished.
         metric = _metric("http_requests", "Total number of requests by method, status and handler.", "counter")
-        rows = {("/v1/models", "GET", "2xx"): 1.0, **{k: float(v) for k, v in self.stats.http.items()}}
+        rows: Counter[tuple[str, str, str]] = Counter({("/v1/models", "GET", "2xx"): 1})
+        for stats in self.engines:
+            rows.update(stats.http)
         for (handler, method, status), value in sorted(rows.items()):
             labels = {"handler": handler, "method": method, "status": status}
-            metric.add_sample("http_requests_total", labels, value)
+            metric.add_sample("http_requests_total", labels, float(value))
             metric.add_sample("http_requests_created", labels, created)
         return metric
 
@@ -483,8 +504,10 @@ def _process_metrics(start: float) -> Iterator[Metric]:
         yield metric
 
 
-def render(stats: VllmStats, model_name: str, cache: CacheConfig, process_start: float) -> bytes:
-    """The /metrics body of one simulated vLLM server (Prometheus text format 0.0.4, as vLLM serves it)."""
+def render(stats: VllmStats | Sequence[VllmStats], model_name: str, cache: CacheConfig, process_start: float) -> bytes:
+    """The /metrics body of one simulated vLLM server (Prometheus text format 0.0.4, as vLLM serves it); several
+    stats: a data-parallel server's engines, in engine order."""
+    engines = [stats] if isinstance(stats, VllmStats) else list(stats)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, model_name, cache, process_start))
+    registry.register(_StatsCollector(engines, model_name, cache, process_start))
     return generate_latest(registry)

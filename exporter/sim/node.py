@@ -29,8 +29,7 @@ from exporter.sim.metrics import render
 from exporter.sim.nvml import SimulatedNvml
 from exporter.sim.scenarios import Scenario
 from exporter.sim.senders import BatchSpanProcessor, SenderStats, Transport, transport
-from exporter.sim.simulation import InstanceRuntime, Simulation
-from exporter.sim.spec import NodeSpec
+from exporter.sim.simulation import InstanceRuntime, Server, SimSpec, Simulation
 from exporter.sim.vllm_server import VllmHttpServer
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,9 @@ class NodeOptions:
     tick_s: float = 0.05
     lead_s: float = 0.1
     seed: int = 1
+    start: float | None = None  # the simulation's start (unix seconds); None: now. A fleet's nodes share one.
+    node: int | None = None  # a fleet's node this process serves (0-based); None: every server and GPU
+    arrivals_until: float = math.inf  # no requests arrive from then on
 
 
 class SimNode:
@@ -59,7 +61,7 @@ class SimNode:
 
     def __init__(
         self,
-        spec: NodeSpec,
+        spec: SimSpec,
         scenario: Scenario,
         options: NodeOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -67,8 +69,15 @@ class SimNode:
         self.options = options or NodeOptions()
         self.clock = clock
         self.lock = threading.RLock()  # the simulation is advanced, rendered and read by NVML under it
-        self.sim = Simulation(spec, scenario, self.options.seed, start=clock())
-        self.nvml = SimulatedNvml(self.sim, clock, self.lock)
+        options = self.options
+        start = clock() if options.start is None else options.start
+        self.sim = Simulation(spec, scenario, options.seed, start=start, arrivals_until=options.arrivals_until)
+        node = options.node
+        # A fleet's node serves only its part of the one simulation: its servers' /metrics, its GPUs' NVML, and the
+        # spans routed to its exporter.
+        self.servers: list[Server] = [s for s in self.sim.servers if node is None or s.node == node]
+        self.gpu_indexes = [g.index for g in self.sim.gpus if node is None or _node_of(spec, g.index) == node]
+        self.nvml = SimulatedNvml(self.sim, clock, self.lock, gpus=self.gpu_indexes)
         self.ports: list[int] = []
         self.processors: dict[str, BatchSpanProcessor] = {}
         self._transport: Transport | None = None
@@ -82,24 +91,45 @@ class SimNode:
 
     @property
     def instances(self) -> list[InstanceRuntime]:
-        """The simulated vLLM instances."""
+        """The simulated vLLM engines (every node's)."""
         return self.sim.instances
 
     def metrics_url(self, index: int) -> str:
-        """Base URL of instance `index`'s server (its /metrics is under it)."""
+        """Base URL of server `index`'s (of this node's servers, in order) /metrics endpoint."""
         return f"http://{self.options.metrics_host}:{self.ports[index]}"
 
+    def _local_gpus(self, gpus: tuple[int, ...]) -> list[str]:
+        return [self.sim.gpus[g].uuid for g in gpus if g in self.gpu_indexes]
+
     def instance_configs(self) -> list[dict[str, Any]]:
-        """The exporter's static `instances` setting for this node: URL, model, GPU UUIDs, name."""
-        return [
-            {
-                "url": self.metrics_url(i.index),
-                "model": i.model.name,
-                "gpus": [self.sim.gpus[g].uuid for g in i.gpus],
-                "name": i.name,
+        """The exporter's static `instances` setting for this node: URL, model, GPU UUIDs (this node's), name; a
+        P/D instance's role, a multi-node group's name; and a group's worker GPUs here (no URL: no server)."""
+        out: list[dict[str, Any]] = []
+        for k, server in enumerate(self.servers):
+            config: dict[str, Any] = {
+                "url": self.metrics_url(k),
+                "model": server.model.name,
+                "gpus": self._local_gpus(server.gpus),
+                "name": server.name,
             }
-            for i in self.instances
-        ]
+            if server.placement.role:
+                config["role"] = server.placement.role
+            if server.placement.group:
+                config["group"] = server.placement.group
+            out.append(config)
+        if self.options.node is not None:
+            for server in self.sim.servers:
+                worker = self._local_gpus(server.gpus)
+                if server.placement.group and server.node != self.options.node and worker:
+                    out.append(
+                        {
+                            "group": server.placement.group,
+                            "model": server.model.name,
+                            "gpus": worker,
+                            "name": f"{server.name}-worker-1",
+                        }
+                    )
+        return out
 
     def model_map(self) -> dict[str, str]:
         """service.name -> model, for an exporter that is not given the instances."""
@@ -118,10 +148,10 @@ class SimNode:
         if self.ports:
             return
         try:
-            for instance in self.instances:
+            for k, server in enumerate(self.servers):
                 wanted = self.options.metrics_ports
-                port = wanted[instance.index] if instance.index < len(wanted) else 0
-                self.ports.append(await self._serve(instance, port))
+                port = wanted[k] if k < len(wanted) else 0
+                self.ports.append(await self._serve(server, port))
         except NodeStartError:
             await self._close_servers()
             self.ports = []
@@ -133,22 +163,25 @@ class SimNode:
         self._transport = transport(self.options.otlp_protocol, self.options.otlp_endpoint)
         self._driver = asyncio.get_running_loop().create_task(self._drive(), name="sim-node")
 
-    async def _serve(self, instance: InstanceRuntime, port: int) -> int:
+    async def _serve(self, server: Server, port: int) -> int:
+        first = server.engines[0]
+
         def body() -> bytes | None:
             with self.lock:
-                if not instance.serving(self.clock()):
+                if not server.serving(self.clock()):
                     return None
-                return render(instance.stats, instance.model.name, instance.cache, instance.process_start)
+                stats = first.stats if len(server.engines) == 1 else [e.stats for e in server.engines]
+                return render(stats, server.model.name, first.cache, first.process_start)
 
-        server = VllmHttpServer(body, self.options.metrics_host, port, lambda: instance.serving(self.clock()))
+        http = VllmHttpServer(body, self.options.metrics_host, port, lambda: server.serving(self.clock()))
         try:
-            bound = await server.start()
+            bound = await http.start()
         except OSError as exc:
             address = f"{self.options.metrics_host}:{port}"
             raise NodeStartError(
-                f"cannot listen on {address} for simulated vLLM {instance.name}: {exc.strerror}"
+                f"cannot listen on {address} for simulated vLLM {server.name}: {exc.strerror}"
             ) from exc
-        self._servers.append(server)
+        self._servers.append(http)
         return bound
 
     async def _drive(self) -> None:
@@ -173,9 +206,11 @@ class SimNode:
 
     def _pump(self, now: float) -> None:
         """Hand the spans due by `now` to their processes' span processors."""
-        outbox = self.sim.outbox
+        outbox, node = self.sim.outbox, self.options.node
         while outbox and outbox[0].time <= now:
             item = outbox.popleft()
+            if node is not None and item.node != node:
+                continue  # another node's process sends it
             processor = self.processors.get(item.sender)
             if processor is None:
                 assert self._transport is not None
@@ -204,3 +239,9 @@ class SimNode:
         for server in self._servers:
             await server.stop()
         self._servers = []
+
+
+def _node_of(spec: SimSpec, gpu: int) -> int:
+    """The node of a GPU (a plain node: 0)."""
+    node_of_gpu = getattr(spec, "node_of_gpu", None)
+    return int(node_of_gpu(gpu)) if node_of_gpu is not None else 0

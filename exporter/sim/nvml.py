@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from exporter.gpu.fake_nvml import POWER_AVERAGE_S, FakeGpu, FakeNvml
 from exporter.sim.simulation import DRIVER_UPTIME_ENERGY_J, Simulation
@@ -21,7 +21,8 @@ REFRESH_EVERY_S = 0.002  # one sampling pass makes ~15 calls per GPU within a mi
 
 
 class SimulatedNvml(FakeNvml):
-    """A FakeNvml whose GPUs follow a Simulation; `lock` is the one the simulation is advanced under."""
+    """A FakeNvml whose GPUs follow a Simulation; `lock` is the one the simulation is advanced under; `gpus`: the
+    simulation's GPUs this NVML sees (a fleet node's own, indexed from 0 as its driver does), default all."""
 
     def __init__(
         self,
@@ -29,9 +30,11 @@ class SimulatedNvml(FakeNvml):
         clock: Callable[[], float] = time.time,
         lock: threading.RLock | None = None,
         refresh_every_s: float = REFRESH_EVERY_S,
+        gpus: Sequence[int] | None = None,
     ) -> None:
-        gpus = [FakeGpu(index=g.index, uuid=g.uuid, name=g.spec.name) for g in sim.gpus]
-        super().__init__(gpus)
+        self.sim_gpus = [sim.gpus[i] for i in gpus] if gpus is not None else list(sim.gpus)
+        fakes = [FakeGpu(index=k, uuid=g.uuid, name=g.spec.name) for k, g in enumerate(self.sim_gpus)]
+        super().__init__(fakes)
         self.sim = sim
         self.clock = clock
         self.lock = lock or threading.RLock()
@@ -46,12 +49,11 @@ class SimulatedNvml(FakeNvml):
             return
         self._refreshed_at = wall
         with self.lock:
-            sim = self.sim
             # max(): the fake's time never goes back, so GPM deltas stay >= 0. Each timeline clamps a reading to
             # what it has recorded, so energy never runs ahead of the simulation (nor goes back).
             t = max(self.now, wall)
             self.now = t
-            for fake, gpu in zip(self.gpus, sim.gpus, strict=True):
+            for fake, gpu in zip(self.gpus, self.sim_gpus, strict=True):
                 reading = gpu.timeline.at(t)
                 busy, memory_busy = gpu.timeline.window(t, UTILISATION_WINDOW_S)
                 fake.power_w = reading.state.power_w

@@ -126,6 +126,8 @@ class PromStack:
     time_scale: float = 1.0  # rules and Alertmanager timers run this many times faster than real time
     rules: dict[str, str] = field(default_factory=dict)  # {path under workdir: text}; empty: rule_files(time_scale)
     children: list[Managed] = field(default_factory=list)
+    # A fleet: (host:port, node name) of every node's exporter, scraped with a `node` label; empty: `target` alone.
+    targets: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.rules:
@@ -146,12 +148,18 @@ class PromStack:
         interval = f"{self.scrape_interval_s:g}s"
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "scrape_configs": [{"job_name": "llm-token-exporter", "static_configs": [{"targets": [self.target]}]}],
+            "scrape_configs": [{"job_name": "llm-token-exporter", "static_configs": self.static_configs()}],
             "rule_files": [str(self.workdir / name) for name in self.rules],
         }
         if alertmanager:
             config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [self.alertmanager_address]}]}]}
         return config
+
+    def static_configs(self) -> list[dict[str, Any]]:
+        """The scrape job's static_configs: the one target, or each node's exporter with its `node` label."""
+        if not self.targets:
+            return [{"targets": [self.target]}]
+        return [{"targets": [address], "labels": {"node": node}} for address, node in self.targets]
 
     async def start(self, prometheus: str, alertmanager: str | None) -> None:
         """Start both (Alertmanager first, so Prometheus finds it) and wait until they are ready."""

@@ -5,10 +5,17 @@ an instance of their model, each engine steps (the power model sets each step's 
 caps), the GPUs' timelines and the energy ledger are written, and what the vLLM processes and the gateway would
 send over OTLP is queued in `outbox` with the time it happens. Sockets, wall clocks and threads are the node's
 business (`exporter.sim.node`), not this module's.
+
+The same spec, scenario, seed and start give the same results whatever the times `advance_to` is called at: the
+engines are stepped in one global order (by each engine's clock), which is what lets every process of a simulated
+fleet run its own copy and serve only its node's part (`exporter.sim.fleet`). A fleet (`FleetSpec`) adds
+prefill/decode pairs (a request runs as two halves, on two instances), data-parallel servers (one API server,
+several engines) and tensor-parallel groups whose GPUs span nodes.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -16,7 +23,9 @@ import random
 import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -27,6 +36,7 @@ from exporter.sim.ledger import Ledger, RequestTruth
 from exporter.sim.metrics import CacheConfig, ModelShape, VllmStats
 from exporter.sim.power import GpuSpec, GpuTimeline, idle_state, step_state
 from exporter.sim.spans import (
+    FIRST_TOKEN_OVERHEAD_S,
     GATEWAY_SERVICE,
     RESPONSE_OVERHEAD_S,
     SCOPE,
@@ -37,12 +47,50 @@ from exporter.sim.spans import (
     request_span,
     startup_requests,
 )
-from exporter.sim.spec import ACTIVATION_RESERVE, ModelSpec, NodeSpec, instance_name
-from exporter.sim.workload import Arrival, Workload
+from exporter.sim.spec import ACTIVATION_RESERVE, DECODE, PREFILL, ModelSpec, Placement
+from exporter.sim.workload import Arrival, ArrivalKind, Tenant, Workload
 
 INITIAL_STARTUP_S = 25.0  # how long the instances took to load before the simulation began (backdated)
 DRIVER_UPTIME_ENERGY_J = 86_400 * 70.0  # energy counters start where a day at idle leaves them
 MAX_STEPS_PER_ADVANCE = 1_000_000  # a guard against a livelocked engine, never reached in practice
+ROLE_ATTRIBUTE = "llm.role"  # the resource attribute a P/D instance's processes carry (OTEL_RESOURCE_ATTRIBUTES)
+# P/D hand-off: the proxy forwards the request to the decode server when the prefill's response is back, and the
+# decode engine can only start once the prompt's KV has arrived over the interconnect.
+HANDOFF_PROXY_S = 0.002
+KV_TRANSFER_BYTES_PER_S = 20e9  # RDMA between nodes, sustained (NIXL over 200 Gb/s links: ~25 GB/s)
+KV_TRANSFER_SETUP_S = 0.003
+
+
+class SimSpec(Protocol):
+    """What a simulation is built from: a node (`NodeSpec`) or a fleet (`FleetSpec`)."""
+
+    @property
+    def gpus(self) -> int:
+        """GPUs in all."""
+        ...
+
+    @property
+    def gpu(self) -> GpuSpec:
+        """The GPU model."""
+        ...
+
+    @property
+    def arrival(self) -> ArrivalKind:
+        """The arrival process (a scenario may override it)."""
+        ...
+
+    @property
+    def gateway_share(self) -> float:
+        """Share of requests that come through the gateway."""
+        ...
+
+    def tenant_list(self) -> list[Tenant]:
+        """The tenants."""
+        ...
+
+    def layout(self) -> list[Placement]:
+        """Every server."""
+        ...
 
 
 def gpu_uuid(index: int) -> str:
@@ -66,13 +114,14 @@ class SimGpu:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A span a simulated process sends once the time reaches `time` (its end)."""
+    """A span a simulated process sends once the time reaches `time` (its end), to the exporter of node `node`."""
 
     time: float
     sender: str  # one BatchSpanProcessor per sender: a vLLM process, or the gateway
     resource: Resource
     scope: str
     span: Span
+    node: int = 0  # whose exporter receives it (a fleet routes a P/D request's spans to its decode node's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +138,8 @@ class _Unshown:
 
 @dataclass
 class InstanceRuntime:
-    """One vLLM server: its engine, metrics, processes and state."""
+    """One vLLM engine: its scheduler, metrics, processes and state. A server is one engine, or several
+    (data parallel: same name, one runtime per engine, `engine_index` 0, 1, ...; they share the API server)."""
 
     index: int
     name: str
@@ -115,6 +165,10 @@ class InstanceRuntime:
     # Steps computed but not yet counted in `stats`, oldest first: vLLM counts a step once it has finished, and
     # the simulation computes a step (and runs ahead of the wall clock) before it ends.
     unshown: deque[_Unshown] = field(default_factory=deque)
+    node: int = 0  # the node of its API server
+    role: str = ""  # P/D role: "", PREFILL or DECODE
+    engine_index: int = 0
+    group: str = ""  # the multi-node group it leads, if any
 
     def serving(self, t: float) -> bool:
         """Whether the server answers at time t (started and not dead by then)."""
@@ -131,6 +185,39 @@ class InstanceRuntime:
             step.stats.gauges(step.running, step.waiting, step.kv_usage)
 
 
+@dataclass
+class Server:
+    """One vLLM API server and its engines (more than one: data parallel); what a /metrics endpoint serves."""
+
+    index: int
+    placement: Placement
+    engines: list[InstanceRuntime]
+
+    @property
+    def name(self) -> str:
+        """Its name (OTEL_SERVICE_NAME, the exporter's vllm_instance)."""
+        return self.placement.name
+
+    @property
+    def model(self) -> ModelSpec:
+        """Its model."""
+        return self.placement.model
+
+    @property
+    def node(self) -> int:
+        """The node of its API server."""
+        return self.placement.node
+
+    @property
+    def gpus(self) -> tuple[int, ...]:
+        """Every GPU of every engine (global indexes), on any node."""
+        return self.placement.gpus
+
+    def serving(self, t: float) -> bool:
+        """Whether the API server answers at t (its first engine's process is up)."""
+        return self.engines[0].serving(t)
+
+
 @dataclass(frozen=True, slots=True)
 class _Tracked:
     instance: int
@@ -138,6 +225,9 @@ class _Tracked:
     span_id: bytes
     gateway_span_id: bytes
     request_id: str
+    decode_instance: int = -1  # a P/D prefill half: the decode instance that takes it over
+    decode_span_id: bytes = b""
+    caller_start: float | None = None  # a P/D decode half: when the request reached the caller (not this half)
 
 
 @dataclass(frozen=True)
@@ -152,8 +242,16 @@ class _Boot:
 class Simulation:
     """A node of GPUs serving vLLM instances; see the module docstring."""
 
-    def __init__(self, spec: NodeSpec, scenario: sc.Scenario, seed: int = 1, start: float = 0.0) -> None:
+    def __init__(
+        self,
+        spec: SimSpec,
+        scenario: sc.Scenario,
+        seed: int = 1,
+        start: float = 0.0,
+        arrivals_until: float = math.inf,
+    ) -> None:
         self.spec, self.scenario, self.seed = spec, scenario, seed
+        self.arrivals_until = arrivals_until  # no arrivals from then on (a test lets the fleet drain)
         self.start = self.now = start
         self.rng = random.Random(seed)  # the workload's draws
         self._ids = random.Random(seed * 7919 + 1)  # ids and process identities
@@ -164,7 +262,21 @@ class Simulation:
         self.gpus = [
             SimGpu(i, gpu_uuid(i), spec.gpu, GpuTimeline(spec.gpu, start), spec.gpu.max_w) for i in range(spec.gpus)
         ]
-        self.instances = [self._instance(i, m, r, g) for i, (m, r, g) in enumerate(spec.placements())]
+        self.instances: list[InstanceRuntime] = []
+        self.servers: list[Server] = []
+        replicas: dict[str, int] = {}  # per model, in layout order
+        for placement in spec.layout():
+            replica = replicas[placement.model.name] = replicas.get(placement.model.name, -1) + 1
+            engines = []
+            per_engine = len(placement.gpus) // placement.engines
+            for k in range(placement.engines):
+                gpus = placement.gpus[k * per_engine : (k + 1) * per_engine]
+                runtime = self._instance(len(self.instances), placement.model, replica, gpus)
+                runtime.name, runtime.node, runtime.role = placement.name, placement.node, placement.role
+                runtime.engine_index, runtime.group = k, placement.group
+                self.instances.append(runtime)
+                engines.append(runtime)
+            self.servers.append(Server(len(self.servers), placement, engines))
         for kv in scenario.kv:
             self.instances[kv.instance].kv_blocks = max(1, kv.tokens // self.instances[kv.instance].model.block_size)
         self.workload = Workload(
@@ -177,6 +289,7 @@ class Simulation:
         self._events: list[tuple[float, int, sc.Event | _Boot]] = []
         for event in scenario.events:
             heapq.heappush(self._events, (start + event.at, next(self._seq), event))
+        self._prefills = [i for i in self.instances if i.role == PREFILL]
         self._gateway = gateway_resource(str(uuid.UUID(bytes=self._ids.randbytes(16), version=4)))
         for instance in self.instances:
             self._boot(instance, start - INITIAL_STARTUP_S, start)
@@ -188,7 +301,7 @@ class Simulation:
         blocks = model.kv_blocks(self.spec.gpu)
         return InstanceRuntime(
             index=index,
-            name=instance_name(model, replica),
+            name=f"vllm-{model.name}-{replica}",
             model=model,
             replica=replica,
             gpus=gpus,
@@ -212,12 +325,23 @@ class Simulation:
             kind=kind,
         )
 
+    def _resource(self, instance: InstanceRuntime, process: VllmProcess) -> Resource:
+        resource = process.resource()
+        if instance.role:  # a P/D instance says its role, as OTEL_RESOURCE_ATTRIBUTES=llm.role=... makes vLLM do
+            resource.attributes.append(KeyValue(key=ROLE_ATTRIBUTE, value=AnyValue(string_value=instance.role)))
+        return resource
+
     def _boot(self, instance: InstanceRuntime, process_start: float, ready: float) -> None:
         """A new vLLM process for the instance, serving from `ready`, with its start-up spans."""
         instance.starts += 1
         instance.process_start = process_start
-        instance.processes = {k: self._new_process(instance, k) for k in ("api_server", "engine_core", "worker")}
-        instance.resources = {k: p.resource() for k, p in instance.processes.items()}
+        first = self.instances[instance.index - instance.engine_index]
+        if instance.engine_index:
+            # A data-parallel engine: the API server (and its spans) is the first engine's.
+            instance.processes, instance.resources = first.processes, first.resources
+        else:
+            instance.processes = {k: self._new_process(instance, k) for k in ("api_server", "engine_core", "worker")}
+            instance.resources = {k: self._resource(instance, p) for k, p in instance.processes.items()}
         instance.engine = EngineModel(instance.config, KvCache(instance.kv_blocks, instance.model.block_size))
         instance.cache = self._cache_config(instance.model, instance.kv_blocks)
         model = instance.model
@@ -226,11 +350,13 @@ class Simulation:
         instance.clock = max(instance.clock, ready)
         instance.up = True
         instance.transitions.append((ready, True))
-        worker_pid = instance.processes["worker"].pid
+        worker_pid = instance.processes["worker"].pid + 16 * instance.engine_index
         for rank, index in enumerate(instance.gpus):
             gpu = self.gpus[index]
             gpu.memory_used = self._memory(model, 0.0)
             gpu.processes = [(worker_pid + rank, gpu.memory_used)]
+        if instance.engine_index:
+            return
         for process, request in startup_requests(instance.processes, process_start, ready, self._ids):
             sender = f"{instance.name}/{process.kind}/{process.instance_id}"
             resource = instance.resources[process.kind]
@@ -238,7 +364,7 @@ class Simulation:
                 for ss in rs.scope_spans:
                     for span in ss.spans:
                         end = span.end_time_unix_nano / 1e9
-                        self.outbox.append(Outgoing(end, sender, resource, ss.scope.name, span))
+                        self.outbox.append(Outgoing(end, sender, resource, ss.scope.name, span, instance.node))
 
     def _memory(self, model: ModelSpec, load: float) -> int:
         """Bytes one GPU of an instance uses: weights, the preallocated KV pool, activations growing with load."""
@@ -310,24 +436,73 @@ class Simulation:
     def _run_until(self, t: float) -> None:
         if t <= self.now:
             return
-        for arrival in self.workload.until(t):
+        for arrival in self.workload.until(min(t, self.arrivals_until)):
             self._route(arrival)
-        for instance in self.instances:
-            self._run_instance(instance, t)
+        # Every engine moves in one global order, the earliest clock first (ties: the lower index), one step or one
+        # idle stretch at a time. An engine that hands work to another (a P/D prefill half finishing) does so at a
+        # time after its step's start, so the other engine has not planned past it yet: the outcome is the same
+        # whatever the times advance_to is called at (every process of a fleet gets the same results).
+        heap = [(i.clock, i.index) for i in self.instances if i.clock < t]
+        heapq.heapify(heap)
+        for _ in range(MAX_STEPS_PER_ADVANCE * len(self.instances)):
+            if not heap:
+                break
+            _, index = heapq.heappop(heap)
+            instance = self.instances[index]
+            self._advance_instance(instance, t)
+            if instance.clock < t:
+                heapq.heappush(heap, (instance.clock, index))
+        else:
+            raise RuntimeError(f"more than {MAX_STEPS_PER_ADVANCE} steps per engine in one advance")
         for gpu in self.gpus:
             self._idle_gpu(gpu, t)
         self.now = t
 
+    def _handoff_bound(self) -> float:
+        """No P/D hand-off can reach a decode engine before this time: each comes at least the proxy's delay after
+        the start of a prefill step not yet taken, and no prefill engine starts one before its clock."""
+        return min((p.clock for p in self._prefills), default=math.inf) + HANDOFF_PROXY_S
+
+    def _advance_instance(self, instance: InstanceRuntime, t: float) -> None:
+        """One step of the engine, or its idle time until its next request (or t)."""
+        engine = instance.engine
+        if not instance.up:
+            self._idle_instance(instance, t)
+            instance.clock = t
+            return
+        while instance.pending and instance.pending[0].queued_at <= instance.clock:
+            engine.add(instance.pending.popleft())
+        plan = engine.schedule(instance.clock)
+        if plan is None and not engine.idle:
+            plan = engine.schedule(instance.clock)  # a pass that only preempted: the next one admits
+            if plan is None and not engine.running:
+                self._abort_unfittable(instance)
+                return
+        if plan is None:
+            until = min(instance.pending[0].queued_at if instance.pending else t, t)
+            if instance.role == DECODE:
+                until = min(until, self._handoff_bound())  # a prefill engine may still hand it a request
+            self._idle_instance(instance, until)
+            instance.clock = max(instance.clock, until)
+            return
+        self._step(instance, plan)
+
     # --- requests ---
 
+    def _pick(self, key: str, candidates: list[InstanceRuntime]) -> InstanceRuntime:
+        """Round robin over `candidates` (a data-parallel server's engines are candidates each: balanced)."""
+        turn = self._round_robin.get(key, 0)
+        self._round_robin[key] = turn + 1
+        return candidates[turn % len(candidates)]
+
     def _route(self, arrival: Arrival) -> None:
-        candidates = [i for i in self.instances if i.model.name == arrival.model and i.up]
-        if not candidates:
+        serving = [i for i in self.instances if i.model.name == arrival.model and i.up]
+        candidates = [i for i in serving if i.role != DECODE]  # a P/D request starts on a prefill instance
+        decoders = [i for i in serving if i.role == DECODE]
+        if not candidates or (candidates[0].role == PREFILL and not decoders):
             self.ledger.reject()
             return
-        turn = self._round_robin.get(arrival.model, 0)
-        self._round_robin[arrival.model] = turn + 1
-        instance = candidates[turn % len(candidates)]
+        instance = self._pick(arrival.model, candidates)
         rid = next(self._next_request)
         # The API server tokenises before the engine sees the request.
         queued = arrival.time + 0.0005 + 2e-7 * arrival.prompt_tokens
@@ -336,38 +511,51 @@ class Simulation:
         trace_id, span_id = ids.randbytes(16), ids.randbytes(8)
         gateway = ids.randbytes(8) if ids.random() < self.spec.gateway_share else b""
         request_id = f"chatcmpl-{ids.randbytes(8).hex()}" if arrival.chat else f"cmpl-{ids.randbytes(8).hex()}-0"
-        self._tracked[rid] = _Tracked(instance.index, trace_id, span_id, gateway, request_id)
         gpus = tuple(self.gpus[g].uuid for g in instance.gpus)
         truth = RequestTruth(
             request_id, trace_id + span_id, arrival.model, arrival.tenant, instance.name, gpus, arrival.time
         )
+        if instance.role == PREFILL:
+            # Chosen and drawn here, in arrival order, not at the hand-off: the draws stay in one order.
+            decoder = self._pick(f"{arrival.model}/{DECODE}", decoders)
+            decode_span = ids.randbytes(8)
+            # Both halves sit under the caller's span (the gateway's, or a proxy's that sends no span).
+            gateway = gateway or ids.randbytes(8)
+            tracked = _Tracked(instance.index, trace_id, span_id, gateway, request_id, decoder.index, decode_span)
+            request.output_tokens = 1  # the prefill half: the prompt and one token
+            truth.prefill_span_key, truth.span_key = truth.span_key, trace_id + decode_span
+            truth.instance = decoder.name
+            truth.gpus = gpus + tuple(self.gpus[g].uuid for g in decoder.gpus)
+        else:
+            tracked = _Tracked(instance.index, trace_id, span_id, gateway, request_id)
+        self._tracked[rid] = tracked
         self.ledger.open(rid, truth)
         instance.pending.append(request)
 
-    def _run_instance(self, instance: InstanceRuntime, t: float) -> None:
-        engine = instance.engine
-        for _ in range(MAX_STEPS_PER_ADVANCE):
-            if instance.clock >= t:
-                return
-            if not instance.up:
-                self._idle_instance(instance, t)
-                instance.clock = t
-                return
-            while instance.pending and instance.pending[0].queued_at <= instance.clock:
-                engine.add(instance.pending.popleft())
-            plan = engine.schedule(instance.clock)
-            if plan is None and not engine.idle:
-                plan = engine.schedule(instance.clock)  # a pass that only preempted: the next one admits
-                if plan is None and not engine.running:
-                    self._abort_unfittable(instance)
-                    continue
-            if plan is None:
-                until = min(instance.pending[0].queued_at if instance.pending else t, t)
-                self._idle_instance(instance, until)
-                instance.clock = max(instance.clock, until)
-                continue
-            self._step(instance, plan)
-        raise RuntimeError(f"{instance.name}: more than {MAX_STEPS_PER_ADVANCE} steps in one advance")
+    def _hand_off(self, prefill: SimRequest, tracked: _Tracked, done: float) -> None:
+        """The prefill half is done (its response is back at `done`): the decode half reaches its instance, which
+        loads the prompt's KV (no prefill compute) and produces the answer."""
+        decoder = self.instances[tracked.decode_instance]
+        arrival = replace(prefill.arrival, time=done + HANDOFF_PROXY_S)
+        model = decoder.model
+        load = KV_TRANSFER_SETUP_S + prefill.prompt_tokens * model.kv_bytes_per_token / KV_TRANSFER_BYTES_PER_S
+        # The decode engine queues it once tokenised and once its KV has arrived (vLLM holds it until then).
+        queued = arrival.time + 0.0005 + 2e-7 * arrival.prompt_tokens + load
+        # Its id follows from the prefill half's, not from a counter that routing also draws from (routing runs
+        # ahead in bulk, by as much as each advance_to spans).
+        rid = -prefill.id
+        request = SimRequest(rid, arrival, queued, prefill.prompt_tokens, arrival.output_tokens, kv_loaded=True)
+        self._tracked[rid] = _Tracked(
+            decoder.index,
+            tracked.trace_id,
+            tracked.decode_span_id,
+            tracked.gateway_span_id,
+            tracked.request_id,
+            caller_start=prefill.arrival.time,
+        )
+        self.ledger.alias(rid, prefill.id)
+        keys = [r.queued_at for r in decoder.pending]
+        decoder.pending.insert(bisect.bisect_right(keys, queued), request)
 
     def _abort_unfittable(self, instance: InstanceRuntime) -> None:
         """A request that cannot fit an empty KV cache: vLLM refuses it; so do we (no span)."""
@@ -414,9 +602,14 @@ class Simulation:
             if tracked is None:
                 continue
             lost = self.span_loss > 0 and self._loss.random() < self.span_loss
-            self.ledger.finish(request.id, outcome.end, not lost)
             arrival = request.arrival
             assert request.first_scheduled is not None and request.first_token is not None
+            # The user's first token: when the API server streams it (a P/D request's comes from its decode half).
+            shown = request.first_token + FIRST_TOKEN_OVERHEAD_S
+            if tracked.decode_instance >= 0:
+                self.ledger.prefill_done(request.id, shown)
+            else:
+                self.ledger.finish(request.id, outcome.end, not lost, shown)
             timing = RequestTiming(
                 arrival.time,
                 request.queued_at,
@@ -432,21 +625,28 @@ class Simulation:
             )
             span = request_span(timing, tracked.trace_id, tracked.span_id, tracked.gateway_span_id)
             done = span.end_time_unix_nano / 1e9
+            # A P/D request's spans (both halves, its caller's) go to its decode node's exporter, as a collector
+            # routing by trace id sends them; everything else to its own node's.
+            node = self.instances[tracked.decode_instance].node if tracked.decode_instance >= 0 else instance.node
             if not lost:
                 api = instance.processes["api_server"]
                 sender = f"{instance.name}/api_server/{api.instance_id}"
-                self.outbox.append(Outgoing(done, sender, instance.resources["api_server"], SCOPE, span))
+                self.outbox.append(Outgoing(done, sender, instance.resources["api_server"], SCOPE, span, node))
+            if tracked.decode_instance >= 0:
+                self._hand_off(request, tracked, done)
+                continue  # the caller's span ends with the decode half's
             if tracked.gateway_span_id:
                 route = "/v1/chat/completions" if arrival.chat else "/v1/completions"
+                started = arrival.time if tracked.caller_start is None else tracked.caller_start
                 caller = gateway_span(
                     tracked.trace_id,
                     tracked.gateway_span_id,
                     arrival.tenant,
                     route,
-                    arrival.time - 0.002,
+                    started - 0.002,
                     done + RESPONSE_OVERHEAD_S + 0.001,
                 )
-                self.outbox.append(Outgoing(done + 0.002, "gateway", self._gateway, GATEWAY_SERVICE, caller))
+                self.outbox.append(Outgoing(done + 0.002, "gateway", self._gateway, GATEWAY_SERVICE, caller, node))
 
     # --- GPUs ---
 

@@ -1,0 +1,195 @@
+"""A simulated fleet through Prometheus: one process and one exporter per node (`exporter.sim.fleet`), one real
+Prometheus scraping them all. What Prometheus holds is compared with the truth, which this test rebuilds in its own
+process by running the same seeded fleet simulation (it gives the same results whatever the advance schedule:
+tests/unit/sim/test_determinism.py).
+
+- every request counted once fleet-wide: per tenant, the sum over every exporter of llm_requests_total equals what
+  the simulation finished, exactly (a P/D request's two halves included);
+- the P/D pair (prefill on node-1, decode on node-2, both halves' spans routed to node-2's exporter): the user-visible
+  TTFT the exporters observed, mean over the model's requests, within 1 % of the simulation's;
+- the data-parallel server's /metrics has its engines apart (engine="0", engine="1"), and so do its exporter's
+  llm_engine_dp_* series in Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.sim.fleet import Fleet, FleetNodeConfig
+from exporter.sim.promstack import PROMETHEUS, PromStack, find_binary
+from exporter.sim.scenarios import scenario
+from exporter.sim.simulation import Simulation
+from exporter.sim.spec import DECODE, FleetSpec, Placement
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.skipif(
+    find_binary(PROMETHEUS) is None, reason="prometheus is not on the PATH (apt install prometheus)"
+)
+
+NODES = 3
+SEED = 5
+RATE_SCALE = 0.25  # about 6 requests/s over the fleet: modest, for CI's 2 cores running 3 fleet simulations
+ARRIVALS_S = 50.0  # requests arrive for this long; then the fleet drains
+SETTLE_S = 4.0  # after the last request's end: the simulation's lead, the span batch delay, one scrape
+
+
+@dataclass(frozen=True)
+class FleetUnderTest:
+    """What the group-energy assertions need: the fleet's layout, which node each server and GPU is on, and
+    where Prometheus answers."""
+
+    spec: FleetSpec
+    layout: list[Placement]
+    prometheus: str  # base URL
+    truth: Simulation  # the same simulation, advanced past the last request
+
+
+def fleet_groups(fleet: FleetUnderTest) -> dict[str, dict[str, Any]]:
+    """The fleet's multi-node groups: name -> model, leader node, and the GPU UUIDs on each node (node-N labels)."""
+    out: dict[str, dict[str, Any]] = {}
+    for placement in fleet.layout:
+        if placement.group:
+            by_node: dict[str, list[str]] = {}
+            for g in placement.gpus:
+                by_node.setdefault(f"node-{fleet.spec.node_of_gpu(g) + 1}", []).append(fleet.truth.gpus[g].uuid)
+            out[placement.group] = {
+                "model": placement.model.name,
+                "leader": f"node-{placement.node + 1}",
+                "gpus_by_node": by_node,
+            }
+    return out
+
+
+async def _query(client: httpx.AsyncClient, base: str, promql: str) -> list[dict[str, Any]]:
+    answer = (await client.get(f"{base}/api/v1/query", params={"query": promql})).json()
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def _truth(start: float) -> tuple[Simulation, float]:
+    """The fleet's simulation advanced until every request has finished; and when the last one did."""
+    sim = Simulation(FleetSpec(nodes=NODES, rate_scale=RATE_SCALE), scenario("steady"), SEED, start, start + ARRIVALS_S)
+    t = start + ARRIVALS_S
+    sim.advance_to(t)
+    while any(r.outcome == "in_flight" for r in sim.ledger.requests.values()):
+        t += 1.0
+        sim.advance_to(t)
+    assert t < start + ARRIVALS_S + 60, "the fleet takes more than a minute to drain"
+    return sim, max(r.finished_at or 0.0 for r in sim.ledger.requests.values())
+
+
+async def _run(work: Path) -> None:
+    start = time.time() + 1.0
+    configs = [
+        FleetNodeConfig(
+            node=k,
+            nodes=NODES,
+            start=start,
+            web=f"127.0.0.1:{free_port()}",
+            grpc=f"127.0.0.1:{free_port()}",
+            seed=SEED,
+            rate_scale=RATE_SCALE,
+            arrivals_until=start + ARRIVALS_S,
+            export_delay_s=1.0,
+            engine_scrape_interval_s=1.0,
+        )
+        for k in range(NODES)
+    ]
+    fleet = Fleet(configs, log_dir=str(work))
+    stack = PromStack(
+        work,
+        configs[0].web,
+        f"127.0.0.1:{free_port()}",
+        scrape_interval_s=1.0,
+        rules={"rules/none.yml": "groups: []\n"},
+        targets=[(c.web, c.label) for c in configs],
+    )
+    await fleet.start()
+    try:
+        prometheus = find_binary(PROMETHEUS)
+        assert prometheus is not None
+        await stack.start(prometheus, None)
+        base = stack.url("prometheus")
+        assert base is not None
+        truth, last_end = await asyncio.get_running_loop().run_in_executor(None, _truth, start)
+        under_test = FleetUnderTest(FleetSpec(nodes=NODES, rate_scale=RATE_SCALE), truth.spec.layout(), base, truth)
+        ledger = truth.ledger
+        assert ledger.outcomes["aborted"] == ledger.outcomes["rejected"] == 0
+        expected = Counter[str]()
+        for (_, tenant), n in ledger.finished_by.items():
+            expected[tenant] += n
+        pd_model = under_test.spec.pd_model.name
+        pd = [t for t in ledger.by_span().values() if t.model == pd_model]
+        assert len(pd) > 20 and all(t.prefill_span_key for t in pd)
+        await asyncio.sleep(max(0.0, last_end + SETTLE_S - time.time()))
+
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            # 1. Counted once, fleet-wide, per tenant (a scrape or two may still be on its way: poll a while).
+            counted: dict[str, float] = {}
+            deadline = time.monotonic() + 20.0
+            while time.monotonic() < deadline:
+                rows = await _query(client, base, "sum by (tenant) (llm_requests_total)")
+                counted = {r["metric"].get("tenant", ""): float(r["value"][1]) for r in rows}
+                if counted == {k: float(v) for k, v in expected.items()}:
+                    break
+                await asyncio.sleep(1.0)
+            assert counted == {k: float(v) for k, v in expected.items()}, (counted, dict(expected))
+            nodes = await _query(client, base, "count by (node) (up == 1)")
+            assert {r["metric"]["node"] for r in nodes} == {c.label for c in configs}
+
+            # 2. The P/D pair's user-visible TTFT: the exporters' mean against the simulation's.
+            where = f'model="{pd_model}"'
+            sums = await _query(client, base, f"sum(llm_request_time_to_first_token_seconds_sum{{{where}}})")
+            counts = await _query(client, base, f"sum(llm_request_time_to_first_token_seconds_count{{{where}}})")
+            observed_count = float(counts[0]["value"][1])
+            observed_mean = float(sums[0]["value"][1]) / observed_count
+            true_ttfts = [t.ttft_s for t in pd if t.ttft_s is not None]
+            true_mean = math.fsum(true_ttfts) / len(true_ttfts)
+            assert observed_count == len(pd)
+            error = abs(observed_mean - true_mean) / true_mean
+            print(f"P/D: {len(pd)} requests, TTFT mean {observed_mean:.4f} s vs truth {true_mean:.4f} s ({error:.3%})")
+            assert error < 0.01
+            joined = await _query(client, base, 'sum(llm_pd_halves_total{outcome="joined"})')
+            assert float(joined[0]["value"][1]) == 2 * len(pd)  # both halves met, in one exporter
+
+            # 3. The data-parallel server serves its engines apart, as vLLM does.
+            dp = next(p for p in under_test.layout if p.engines > 1)
+            node, dp_node = fleet.processes[dp.node], f"node-{dp.node + 1}"
+            server = [i["name"] for i in node.instances if "url" in i].index(dp.name)
+            text = (await client.get(f"{node.metrics[server]}/metrics")).text
+            for engine in ("0", "1"):
+                assert f'vllm:num_requests_running{{engine="{engine}",model_name="{dp.model.name}"}}' in text
+            # ... and its exporter serves each engine's queue and KV usage, through Prometheus with the node label.
+            for family in (
+                "llm_engine_dp_requests_running",
+                "llm_engine_dp_requests_waiting",
+                "llm_engine_dp_kv_cache_usage_ratio",
+            ):
+                rows = await _query(client, base, f'{family}{{vllm_instance="{dp.name}"}}')
+                assert {r["metric"]["engine"] for r in rows} == {"0", "1"}, family
+                assert {(r["metric"]["model"], r["metric"]["node"]) for r in rows} == {(dp.model.name, dp_node)}
+
+            # 4. Group energy: the other engineer's assertions go here, on `fleet_groups(under_test)` (name ->
+            # model, leader node, GPU UUIDs per node) and Prometheus at `under_test.prometheus`.
+            groups = fleet_groups(under_test)
+            assert set(groups) == {p.group for p in under_test.layout if p.group}
+            assert all(p.role != DECODE or p.node != 0 for p in under_test.layout)
+    finally:
+        await stack.stop()
+        await fleet.stop()
+
+
+def test_fleet_counts_each_request_once_and_the_pd_ttft_through_prometheus() -> None:
+    with tempfile.TemporaryDirectory(prefix="fleet-e2e-") as work:
+        asyncio.run(_run(Path(work)))
