@@ -31,7 +31,9 @@ class TenantJoiner:
         self.max_pending = max_pending
         self.max_traces = max_traces
         self._trace_tenants: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-        self._pending: dict[bytes, list[RequestSpan]] = {}
+        # trace id -> (deadline, span) of each span waiting for it: each span waits its own window (two P/D halves of
+        # one trace arrive seconds apart and must not both be released at the first one's deadline)
+        self._pending: dict[bytes, list[tuple[float, RequestSpan]]] = {}
         self._deadlines: deque[tuple[float, bytes]] = deque()
         self._pending_count = 0
 
@@ -49,7 +51,7 @@ class TenantJoiner:
             waiting = self._pending.pop(hint.trace_id, None)
             if waiting:
                 self._pending_count -= len(waiting)
-                released.extend(Resolved(span, hint.tenant, "trace") for span in waiting)
+                released.extend(Resolved(span, hint.tenant, "trace") for _, span in waiting)
         while len(self._trace_tenants) > self.max_traces:
             self._trace_tenants.popitem(last=False)
         return released
@@ -67,10 +69,9 @@ class TenantJoiner:
             return Resolved(span, UNKNOWN, "timeout")
         if self._pending_count >= self.max_pending:
             return Resolved(span, UNKNOWN, "overflow")
-        waiting = self._pending.setdefault(span.trace_id, [])
-        if not waiting:
-            self._deadlines.append((now + self.window_s, span.trace_id))
-        waiting.append(span)
+        deadline = now + self.window_s
+        self._pending.setdefault(span.trace_id, []).append((deadline, span))
+        self._deadlines.append((deadline, span.trace_id))  # in order: `now` never goes back
         self._pending_count += 1
         return None
 
@@ -79,10 +80,17 @@ class TenantJoiner:
         released: list[Resolved] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, trace_id = self._deadlines.popleft()
-            waiting = self._pending.pop(trace_id, None)
-            if waiting:
-                self._pending_count -= len(waiting)
-                released.extend(Resolved(span, UNKNOWN, "timeout") for span in waiting)
+            waiting = self._pending.get(trace_id)
+            if not waiting:
+                continue  # released by a hint already
+            due = [span for deadline, span in waiting if deadline <= now]
+            left = [(deadline, span) for deadline, span in waiting if deadline > now]
+            if left:
+                self._pending[trace_id] = left
+            else:
+                del self._pending[trace_id]
+            self._pending_count -= len(due)
+            released.extend(Resolved(span, UNKNOWN, "timeout") for span in due)
         while self._trace_tenants:
             trace_id, (_, expires) = next(iter(self._trace_tenants.items()))
             if expires > now:
@@ -92,7 +100,7 @@ class TenantJoiner:
 
     def flush(self) -> list[Resolved]:
         """Release everything still waiting as `unknown` (shutdown)."""
-        released = [Resolved(span, UNKNOWN, "timeout") for spans in self._pending.values() for span in spans]
+        released = [Resolved(span, UNKNOWN, "timeout") for spans in self._pending.values() for _, span in spans]
         self._pending.clear()
         self._deadlines.clear()
         self._pending_count = 0

@@ -78,3 +78,20 @@ def test_pending_is_bounded() -> None:
     assert results[:3] == [None, None, None]
     assert [r.source for r in results[3:] if r is not None] == ["overflow", "overflow"]
     assert joiner.pending == 3
+
+
+def test_each_span_of_a_trace_waits_its_own_window() -> None:
+    # P/D: the prefill half waits for the caller's span, which ends only with the decode half; the decode half
+    # arrives 9 s later and must not be released at the prefill half's deadline, a second after it came.
+    rng = random.Random(6)
+    trace = rng.randbytes(16)
+    joiner = TenantJoiner(window_s=10)
+    prefill, decode = _child(rng, trace), _child(rng, trace)
+    assert joiner.add_request(prefill, now=0.0) is None
+    assert joiner.add_request(decode, now=9.0) is None
+    [expired] = joiner.expire(now=10.0)
+    assert (expired.span, expired.source) == (prefill, "timeout")
+    assert joiner.pending == 1
+    [joined] = joiner.add_hints([TenantHint(trace, "acme")], now=10.5)
+    assert (joined.span, joined.tenant) == (decode, "acme")
+    assert joiner.pending == 0 and joiner.expire(now=30.0) == []
