@@ -50,6 +50,7 @@ class FleetNodeConfig:
     seed: int = 1
     rate_scale: float = 1.0
     arrivals_until: float | None = None  # unix seconds; None: requests keep arriving
+    arrivals_from: float | None = None  # unix seconds; None: from the start
     export_delay_s: float = 2.0
     engine_scrape_interval_s: float = 2.0
     settings: dict[str, Any] = field(default_factory=dict)  # more exporter settings (flags' names, as keys)
@@ -75,6 +76,7 @@ async def serve_node(config: FleetNodeConfig, out: IO[str], stop: asyncio.Event)
         start=config.start,
         node=config.node,
         arrivals_until=arrivals_until,
+        arrivals_from=-math.inf if config.arrivals_from is None else config.arrivals_from,
     )
     node = SimNode(config.spec(), scenario("steady"), options)
     await node.serve_metrics()

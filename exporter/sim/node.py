@@ -54,6 +54,7 @@ class NodeOptions:
     start: float | None = None  # the simulation's start (unix seconds); None: now. A fleet's nodes share one.
     node: int | None = None  # a fleet's node this process serves (0-based); None: every server and GPU
     arrivals_until: float = math.inf  # no requests arrive from then on
+    arrivals_from: float = -math.inf  # no requests arrive before then
 
 
 class SimNode:
@@ -71,7 +72,14 @@ class SimNode:
         self.lock = threading.RLock()  # the simulation is advanced, rendered and read by NVML under it
         options = self.options
         start = clock() if options.start is None else options.start
-        self.sim = Simulation(spec, scenario, options.seed, start=start, arrivals_until=options.arrivals_until)
+        self.sim = Simulation(
+            spec,
+            scenario,
+            options.seed,
+            start=start,
+            arrivals_until=options.arrivals_until,
+            arrivals_from=options.arrivals_from,
+        )
         node = options.node
         # A fleet's node serves only its part of the one simulation: its servers' /metrics, its GPUs' NVML, and the
         # spans routed to its exporter.
