@@ -1109,7 +1109,8 @@ INSTANCE_INFO = MetricSpec(
     "gpus = its GPUs as NVML UUIDs or indexes, comma-separated ('' when unknown); role = prefill, decode or both "
     "(prefill/decode disaggregation: the pod's llm-d.ai/role label, the static config's role, vLLM's "
     "--kv-transfer-config kv_role, else ''); group = the multi-node group it leads (its own id for a "
-    "LeaderWorkerSet leader, the static config's group; '' when alone); mfu_metrics = whether vLLM's estimated "
+    "LeaderWorkerSet leader, the --master-addr:port rendezvous of a multi-node vLLM, the static config's group; '' "
+    "when alone); mfu_metrics = whether vLLM's estimated "
     "FLOPs and bytes count: on, off (served but 0 after the engine did work: start vLLM with "
     "--enable-mfu-metrics), absent (this vLLM does not serve them) or unknown (no scrape or no work yet).",
     ("vllm_instance", "model", "namespace", "pod", "gpus", "role", "mfu_metrics", "group"),
@@ -1117,9 +1118,10 @@ INSTANCE_INFO = MetricSpec(
 GROUP_WORKER_INFO = MetricSpec(
     "llm_group_worker_info",
     Kind.GAUGE,
-    "Always 1 per multi-node group worker on this node (a LeaderWorkerSet worker pod, or a static entry with a "
-    "group and no url): worker = its id, group = the group (its leader's vllm_instance in Kubernetes), model "
-    "('' when only the leader knows it), namespace, pod, gpus. Its GPUs' busy time is llm_group_*_total.",
+    "Always 1 per multi-node group worker on this node (a LeaderWorkerSet worker pod, a vllm serve --headless "
+    "pod or process, or a static entry with a group and no url): worker = its id, group = the group (its "
+    "leader's vllm_instance with LeaderWorkerSet, the vLLM rendezvous address, or the configured group), model ('' "
+    "when only the leader knows it), namespace, pod, gpus. Its GPUs' busy time is llm_group_*_total.",
     ("worker", "group", "model", "namespace", "pod", "gpus"),
     scope=INSTANCE,
 )
