@@ -106,14 +106,20 @@ class GpuDevice:
         """`GPU <index> (<uuid>)` for log lines."""
         return f"GPU {self.identity.index} ({self.identity.uuid})"
 
-    def read(self, now: float) -> GpuSample:
-        """Read every supported field; raises GpuDown when the GPU does not answer."""
+    def read(self, now: float, clock: Callable[[], float] | None = None) -> GpuSample:
+        """Read every supported field; raises GpuDown when the GPU does not answer. With a `clock`, the sample is
+        stamped when it is read (the energy read's midpoint), not at `now`."""
         nvml, h = self.nvml, self.handle
         # One energy read busy-waits ~3 ms in the driver (H200, driver 580), 30x the rest of a pass: it may be
         # read every Nth pass only; attribution spreads the counter's delta between reads by the power samples.
         read_energy = self._passes % self.energy_every == 0
         self._passes += 1
+        # Attribution interpolates energy at the samples' stamps: a GPU read 20 ms into a pass (after other GPUs'
+        # energy reads, or a thread switch) stamped at the pass's start would shift its energy by 20 ms of power.
+        before = now if clock is None else clock()
         energy_mj = self._field("energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h)) if read_energy else None
+        if clock is not None:
+            now = (before + clock()) / 2.0 if read_energy else before
         power_mw = self._field("power", lambda: nvml.nvmlDeviceGetPowerUsage(h))
         memory = self._field("memory", self._memory)
         util = self._field("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))

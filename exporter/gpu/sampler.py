@@ -161,7 +161,9 @@ class GpuSampler:
             return []
         started = time.perf_counter()
         timestamp = self.clock() if now is None else now
-        samples = [self._sample(device, timestamp) for device in self._devices]
+        # On the clock, each GPU's sample is stamped when it is read; a given `now` (tests) stamps them all.
+        clock = self.clock if now is None else None
+        samples = [self._sample(device, timestamp, clock) for device in self._devices]
         elapsed = time.perf_counter() - started
         with self.lock:
             for device, sample in zip(self._devices, samples, strict=True):
@@ -173,7 +175,7 @@ class GpuSampler:
             self._last_pass_s = elapsed
         return samples
 
-    def _sample(self, device: GpuDevice, now: float) -> GpuSample:
+    def _sample(self, device: GpuDevice, now: float, clock: Callable[[], float] | None = None) -> GpuSample:
         uuid = device.identity.uuid
         retry_at = self._retry_at.get(uuid)
         if retry_at is not None and now < retry_at:
@@ -181,7 +183,7 @@ class GpuSampler:
         try:
             if retry_at is not None:
                 device.reacquire()
-            sample = device.read(now)
+            sample = device.read(now, clock)
         except GpuDown as exc:
             if retry_at is None:
                 log.error(

@@ -443,3 +443,26 @@ def test_background_threads_start_sample_and_stop_cleanly() -> None:
     time.sleep(0.05)
     assert len(sampler.samples_between(fake.gpus[0].uuid, 0, float("inf"))) == count  # nothing after stop
     assert total(scrape(sampler), "llm_exporter_gpu_sampler_up") == 0
+
+
+class SlowEnergyNvml(FakeNvml):
+    """A driver whose energy read busy-waits 3 ms, as an H200's does; the counter is taken halfway through."""
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self.advance(0.0015)
+        value = super().nvmlDeviceGetTotalEnergyConsumption(handle)
+        self.advance(0.0015)
+        return value
+
+
+def test_each_gpu_is_stamped_when_its_energy_was_read() -> None:
+    fake = SlowEnergyNvml.with_gpus(4)
+    for gpu in fake.gpus:
+        gpu.power_w = 500.0
+    sampler = GpuSampler(nvml=fake, clock=fake.time, xid_events=False, energy_every=1)
+    start = fake.time()
+    samples = sampler.sample_once()
+    # Every sample's energy is the counter at its stamp: 500 W since the start, to the joule's thousandth.
+    for sample in samples:
+        assert sample.energy_joules == pytest.approx(500.0 * (sample.timestamp - start), abs=1e-3)
+    assert samples[-1].timestamp - samples[0].timestamp == pytest.approx(0.009, abs=1e-6)  # three 3 ms reads
