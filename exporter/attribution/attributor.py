@@ -226,9 +226,9 @@ class Attributor:
     def count_unassigned(self, gpus: Iterable[str], latest: Callable[[str], tuple[float, float] | None]) -> None:
         """GPUs no instance uses: everything they measured since the last tick is idle."""
         for gpu in gpus:
-            amount = self._since_last(gpu, latest)
-            if amount is not None:
-                self.idle.setdefault(gpu, Amount()).add(amount)
+            counted = self._since_last(gpu, latest)
+            if counted is not None:
+                self.idle.setdefault(gpu, Amount()).add(counted[2])
 
     def count_group(
         self,
@@ -241,18 +241,21 @@ class Attributor:
         """A group worker's GPUs: what each measured since the last tick is the group's (and its model's) when it
         was busy between the two readings, idle when it was not."""
         for gpu in gpus:
-            last = self._counted_until.get(gpu)
-            amount = self._since_last(gpu, latest)
-            if amount is None or last is None:
+            counted = self._since_last(gpu, latest)
+            if counted is None:
                 continue
-            if busy(gpu, last[0], last[0] + amount.gpu_seconds):
+            start, end, amount = counted
+            if busy(gpu, start, end):
                 self.group.setdefault((group, model), Amount()).add(amount)
                 self.attributed_by_gpu.setdefault(gpu, Amount()).add(amount)
             else:
                 self.idle.setdefault(gpu, Amount()).add(amount)
 
-    def _since_last(self, gpu: str, latest: Callable[[str], tuple[float, float] | None]) -> Amount | None:
-        """What a GPU measured between its last counted reading and its latest one (counted as measured)."""
+    def _since_last(
+        self, gpu: str, latest: Callable[[str], tuple[float, float] | None]
+    ) -> tuple[float, float, Amount] | None:
+        """(start, end, amount): what a GPU measured between its last counted reading and its latest one (counted
+        as measured); None before a second reading."""
         now = latest(gpu)
         if now is None:
             return None
@@ -262,7 +265,7 @@ class Attributor:
             return None
         amount = self._amount(gpu, now[0] - last[0], max(0.0, now[1] - last[1]))
         self.measured.setdefault(gpu, Amount()).add(amount)
-        return amount
+        return last[0], now[0], amount
 
     def forget(self, series: set[tuple[str, str]]) -> None:
         """Drop the attributed totals of these (model, tenant) pairs (their requests went idle), and a model's
