@@ -89,22 +89,6 @@ def _container_args(container: Mapping[str, Any]) -> list[str]:
     return [str(a) for a in (*(container.get("command") or ()), *(container.get("args") or ()))]
 
 
-def _model_arg(containers: list[Mapping[str, Any]]) -> str | None:
-    for container in containers:
-        model = parse_vllm_args(_container_args(container)).model_label
-        if model:
-            return model
-    return None
-
-
-def _headless(containers: list[Mapping[str, Any]]) -> VllmArgs | None:
-    for container in containers:
-        args = parse_vllm_args(_container_args(container))
-        if args.headless:
-            return args
-    return None
-
-
 def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -> Instance | GroupWorker | Skipped:
     """The instance a Pod object describes (a group's worker: a GroupWorker), or why it is none. Only Running
     pods with an IP count. The metrics port is the annotation `port_annotation` if present, else the container
@@ -121,15 +105,15 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
     if not isinstance(ip, str) or not ip:
         return Skipped("no_ip")
     containers: list[Mapping[str, Any]] = [c for c in spec.get("containers") or () if isinstance(c, Mapping)]
+    parsed = [parse_vllm_args(_container_args(c)) for c in containers]
     labels = meta.get("labels") or {}
     group = lws_group(namespace, labels)
     if group is not None and not group[1]:
         # A worker's GPUs are the leader's model's; its own arguments name the model when it runs vLLM
         # (`vllm serve <model> --headless`), not when it is a Ray worker (the fleet rules take the leader's).
-        return GroupWorker(
-            id=f"{namespace}/{name}", group=group[0], model=_model_arg(containers), namespace=namespace, pod=name
-        )
-    headless = _headless(containers)
+        model = next((a.model_label for a in parsed if a.model_label), None)
+        return GroupWorker(id=f"{namespace}/{name}", group=group[0], model=model, namespace=namespace, pod=name)
+    headless = next((a for a in parsed if a.headless), None)
     if group is None and headless is not None and headless.group:
         # Not a LeaderWorkerSet, but a `vllm serve --headless` node of a multi-node server: its rendezvous names
         # the group, as on the leader's pod.
@@ -159,11 +143,11 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
                 break
     if port is None:
         return Skipped("no_port", f"no annotation {port_annotation} and no container port named {port_name!r}")
-    args: list[str] = []
+    vllm = VllmArgs()
     env: dict[str, str] = {}
     container_name = ""
     if container is not None:
-        args = _container_args(container)
+        vllm = parsed[containers.index(container)]
         env = _container_env(container)
         container_name = str(container.get("name") or "")
     host = f"[{ip}]" if ":" in ip else ip
@@ -174,7 +158,6 @@ def pod_instance(pod: Mapping[str, Any], port_name: str, port_annotation: str) -
     service_name = env.get(OTEL_SERVICE_NAME_ENV) or _resource_attribute(
         env.get(OTEL_RESOURCE_ATTRIBUTES_ENV, ""), "service.name"
     )
-    vllm = parse_vllm_args(args)
     role = labels.get(POD_ROLE_LABEL) if labels.get(POD_ROLE_LABEL) in ROLES else vllm.role
     return Instance(
         id=f"{namespace}/{name}",
