@@ -70,6 +70,7 @@ def parse_vllm_args(argv: Sequence[str]) -> VllmArgs:
     served = _option(argv, "--served-model-name")
     model_values = _option(argv, "--model")
     model = model_values[0] if model_values else None
+    headless = _option(argv, "--headless") is not None
     if model is None:
         for i, arg in enumerate(argv[:-1]):
             if arg == "serve" and not argv[i + 1].startswith("-"):
@@ -82,8 +83,8 @@ def parse_vllm_args(argv: Sequence[str]) -> VllmArgs:
         model=model,
         tls=_option(argv, "--ssl-certfile") is not None,
         role=_kv_role(_option(argv, "--kv-transfer-config")),
-        headless=_option(argv, "--headless") is not None,
-        group=_group(argv),
+        headless=headless,
+        group=_group(argv, headless),
     )
 
 
@@ -99,12 +100,11 @@ def _address(argv: Sequence[str], address: str, port: str) -> str | None:
     return f"{host[0]}:{number[0]}" if number else host[0]
 
 
-def _group(argv: Sequence[str]) -> str | None:
+def _group(argv: Sequence[str], headless: bool) -> str | None:
     """The rendezvous every node of a multi-node vLLM server names alike: `--master-addr[:--master-port]` with
     `--nnodes` > 1 (tensor/pipeline parallel over nodes; rank 0 serves, the others run `--headless`), or
     `--data-parallel-address[:--data-parallel-rpc-port]` when engines run on other nodes (data parallel with
     `--data-parallel-size-local` below `--data-parallel-size`, or `--headless`). None for a one-node server."""
-    headless = _option(argv, "--headless") is not None
     if (_first_int(argv, "--nnodes") or 1) > 1 or headless:
         group = _address(argv, "--master-addr", "--master-port")
         if group:
