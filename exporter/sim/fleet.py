@@ -153,17 +153,19 @@ class Fleet:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
         for config in self.configs:
-            stderr: Any = subprocess.DEVNULL
-            if self.log_dir is not None:
-                stderr = open(os.path.join(self.log_dir, f"{config.label}.log"), "w")  # noqa: SIM115 (kept open)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "exporter.sim.fleet", json.dumps(asdict(config))],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=env,
-            )
+            # The child writes its log through its own copy of the descriptor: ours is closed once it started.
+            with contextlib.ExitStack() as files:
+                stderr: Any = subprocess.DEVNULL
+                if self.log_dir is not None:
+                    stderr = files.enter_context(open(os.path.join(self.log_dir, f"{config.label}.log"), "w"))
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "exporter.sim.fleet", json.dumps(asdict(config))],
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    env=env,
+                )
             self.processes.append(FleetProcess(config, process))
         try:
             await asyncio.gather(*(self._ready(p) for p in self.processes))
